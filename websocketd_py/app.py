@@ -1,0 +1,386 @@
+"""The one WSGI app: upgrade or plain HTTP, which endpoint, may it start a process.
+
+Every request comes here from the `server` handler. A WebSocket upgrade is
+checked in this order, and refused before any process starts: endpoint found
+(404/403), origin allowed (403), handshake well-formed (400), fork slot free
+(429). Only after simple-websocket has sent the 101 does the process start.
+Plain HTTP requests go to the dev console, static files or a short error.
+"""
+
+import base64
+import binascii
+import dataclasses
+import os
+import threading
+import time
+from typing import Tuple
+from urllib.parse import unquote, urlsplit
+
+from werkzeug.wrappers import Response
+
+from . import environment, oslayer
+from .process import ChildProcess
+from .session import Session
+from .websocket import CloseReason, WebSocket
+
+
+class ConnectionTakenOver(ConnectionError):
+    """Raised to the handler after a WebSocket session: the socket was used, write no response.
+
+    werkzeug treats a ConnectionError from the app as a dropped connection and
+    writes nothing; without it, it would send a stray `HTTP/1.1 200` into the
+    finished WebSocket stream.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """What a URL path runs: argv, and how the path splits into SCRIPT_NAME and PATH_INFO."""
+
+    argv: Tuple[str, ...]
+    script_name: str
+    path_info: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointRequest:
+    """The request facts the process environment is built from (see `environment.build`)."""
+
+    method: str
+    host: str
+    https: bool
+    remote_addr: str
+    remote_port: int
+    remote_host: str
+    script_name: str
+    path_info: str
+    path: str
+    query_string: str
+    request_uri: str
+    unique_id: str
+    headers: Tuple[Tuple[str, str], ...]
+
+
+class Refused(Exception):
+    """A request answered with an HTTP error instead of what it asked for."""
+
+    def __init__(self, status, text, headers=()):
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.headers = headers
+
+
+def resolve_in_directory(root, raw_path):
+    """The script a --dir URL path names, walking its segments; Refused if none or outside.
+
+    The raw (still %-encoded) path is split on "/" before decoding, so `%2f`
+    never separates segments; a decoded segment that holds "/", "\\", NUL or
+    ":" or is "." or ".." is refused, and the script's real path (symlinks
+    resolved) must lie inside the real root.
+    """
+    real_root = os.path.realpath(root)
+    current = real_root
+    segments = [s for s in raw_path.split("/") if s]
+    for index, raw_segment in enumerate(segments):
+        segment = unquote(raw_segment, errors="strict") if "%" in raw_segment else raw_segment
+        if (segment in (".", "..") or any(c in segment for c in "/\\\0:")
+                or len(segment) > 255):
+            raise Refused(404, "Not found")
+        candidate = os.path.join(current, segment)
+        if os.path.isdir(candidate):
+            current = candidate
+            continue
+        if not os.path.isfile(candidate):
+            break
+        real = os.path.realpath(candidate)
+        if os.path.commonpath([real, real_root]) != real_root:
+            raise Refused(403, "Forbidden: the script is outside the directory")
+        if not (oslayer.IS_WINDOWS or os.access(real, os.X_OK)):
+            raise Refused(403, "Forbidden: the script is not executable")
+        script_name = "/" + "/".join(unquote(s) for s in segments[:index + 1])
+        rest = segments[index + 1:]
+        path_info = "/" + "/".join(unquote(s) for s in rest) if rest else ""
+        return Endpoint((candidate,), script_name, path_info)
+    raise Refused(404, "Not found")
+
+
+def origin_allowed(origin, host, https, allowed, same_origin):
+    """SPEC §5: --origin entries and --sameorigin against the Origin header."""
+    if not allowed and not same_origin:
+        return True
+    if not origin or origin == "null":
+        return False
+    parts = urlsplit(origin)
+    try:
+        origin_port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+    except ValueError:
+        return False
+    origin_host = (parts.hostname or "").lower()
+    if same_origin:
+        host_name, host_port = environment.split_host(host, https)
+        if (origin_host, origin_port) != (host_name.strip("[]").lower(), int(host_port)):
+            return False
+    if allowed:
+        return any(_origin_matches(entry, parts.scheme, origin_host, origin_port)
+                   for entry in allowed)
+    return True
+
+
+def _origin_matches(entry, scheme, host, port):
+    entry_scheme, sep, rest = entry.partition("://")
+    if not sep:
+        entry_scheme, rest = "", entry
+    if entry_scheme and entry_scheme.lower() != scheme.lower():
+        return False
+    if not entry_scheme and scheme not in ("http", "https"):
+        return False
+    name, entry_port = environment.split_host(rest, False)
+    if rest.endswith("]") or ":" not in rest.rsplit("]", 1)[-1]:
+        entry_port = None  # no port given: any port matches
+    return name.strip("[]").lower() == host and (entry_port is None or int(entry_port) == port)
+
+
+def is_upgrade(environ):
+    connection = environ.get("HTTP_CONNECTION", "").lower()
+    return (environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+            and "upgrade" in (token.strip() for token in connection.split(",")))
+
+
+def check_handshake(environ):
+    """Refuse (400) what RFC 6455 §4.2.1 does not allow, before any 101 or process."""
+    if environ["REQUEST_METHOD"] != "GET":
+        raise Refused(400, "Bad Request: a WebSocket upgrade must be a GET")
+    version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
+    if version != "13":
+        raise Refused(400, "Bad Request: unsupported Sec-WebSocket-Version (this server "
+                           "speaks 13)", (("Sec-WebSocket-Version", "13"),))
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid_key = False
+    if not valid_key:
+        raise Refused(400, "Bad Request: missing or malformed Sec-WebSocket-Key")
+
+
+class ForkSlots:
+    """--maxforks: a slot is held from the upgrade until the process is reaped."""
+
+    def __init__(self, limit):
+        self._semaphore = threading.BoundedSemaphore(limit) if limit > 0 else None
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self):
+        if self._semaphore is not None and not self._semaphore.acquire(blocking=False):
+            return False
+        with self._lock:
+            self.in_use += 1
+        return True
+
+    def release(self):
+        with self._lock:
+            self.in_use -= 1
+        if self._semaphore is not None:
+            self._semaphore.release()
+
+
+class ActiveSessions:
+    """The sessions now running, for shutdown and for --pingms."""
+
+    def __init__(self):
+        self._sessions = set()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+
+    def add(self, session):
+        with self._lock:
+            self._sessions.add(session)
+
+    def remove(self, session):
+        with self._lock:
+            self._sessions.discard(session)
+            if not self._sessions:
+                self._idle.notify_all()
+
+    def snapshot(self):
+        with self._lock:
+            return list(self._sessions)
+
+    def wait_empty(self, timeout):
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._sessions, timeout)
+
+
+class WebsocketdApp:
+    """The WSGI application behind every listener."""
+
+    def __init__(self, config, log, static_app=None, devconsole_page=None):
+        self.config = config
+        self.log = log
+        self.forks = ForkSlots(config.maxforks)
+        self.sessions = ActiveSessions()
+        self.static_app = static_app
+        self.devconsole_page = devconsole_page
+        self.closing = False  # set at shutdown: no new sessions
+        if config.pingms > 0:
+            threading.Thread(target=self._ping_forever, name="pinger", daemon=True).start()
+
+    def __call__(self, environ, start_response):
+        start_response = self._with_headers(start_response)
+        try:
+            endpoint = self.endpoint_for(environ)
+            if is_upgrade(environ):
+                if endpoint is None:
+                    raise Refused(404, "Not found: no WebSocket endpoint at this path")
+                return self.upgrade(environ, start_response, endpoint)
+            return self.plain_http(environ, start_response, endpoint)
+        except Refused as refusal:
+            if refusal.status >= 403 and is_upgrade(environ):
+                self._request_log(environ).error("http", f"upgrade refused: {refusal.text}")
+            response = Response(refusal.text + "\n", refusal.status,
+                                headers=list(refusal.headers), mimetype="text/plain")
+            return response(environ, start_response)
+
+    def endpoint_for(self, environ):
+        """The Endpoint for this path, None when nothing runs here; Refused when forbidden."""
+        if self.config.command:
+            return Endpoint(self.config.command, "/", _decoded(environ["PATH_INFO"]))
+        if self.config.dir:
+            try:
+                return resolve_in_directory(self.config.dir, _raw_path(environ))
+            except Refused as refusal:
+                if refusal.status == 404:
+                    return None
+                raise
+        return None
+
+    def plain_http(self, environ, start_response, endpoint):
+        if endpoint is not None and self.devconsole_page is not None:
+            response = Response(self.devconsole_page, mimetype="text/html",
+                                headers=[("Cache-Control", "no-store")])
+            return response(environ, start_response)
+        if self.static_app is not None:
+            return self.static_app(environ, start_response)
+        if endpoint is not None:
+            raise Refused(400, "Bad Request: this URL is a WebSocket endpoint; connect to it "
+                               "with a WebSocket client (ws:// URL), or start websocketd-py "
+                               "with --devconsole to get a test page here")
+        raise Refused(404, "Not found")
+
+    # -- the WebSocket path --------------------------------------------------------
+
+    def upgrade(self, environ, start_response, endpoint):
+        config = self.config
+        if self.closing:
+            raise Refused(503, "Service Unavailable: the server is shutting down")
+        host = environ.get("HTTP_HOST", "")
+        https = environ.get("wsgi.url_scheme") == "https"
+        if not origin_allowed(environ.get("HTTP_ORIGIN"), host, https, config.origins,
+                              config.sameorigin):
+            raise Refused(403, "Forbidden: origin not allowed")
+        check_handshake(environ)
+        if not self.forks.try_acquire():
+            raise Refused(429, "Too Many Requests: --maxforks processes are running already; "
+                               "try again later")
+        try:
+            self._run_session(environ, endpoint, host, https)
+        finally:
+            self.forks.release()
+        raise ConnectionTakenOver()
+
+    def _run_session(self, environ, endpoint, host, https):
+        request = self._endpoint_request(environ, endpoint, host, https)
+        log = self.log.context(url=_url(environ), id=request.unique_id,
+                               remote=request.remote_addr, command=endpoint.argv[0],
+                               origin=environ.get("HTTP_ORIGIN", ""))
+        try:
+            websocket = WebSocket(environ, self.config.headers + self.config.headers_ws,
+                                  self.config.maxframesize)
+        except Exception as error:  # wsproto/h11 refused what our checks let through
+            raise Refused(400, f"Bad Request: invalid WebSocket handshake ({error})") from None
+        self._access(environ, 101)
+        log.access("session", "CONNECT")
+        env = environment.build(request, self.config.passenv)
+        if log.enabled("debug"):
+            for key in sorted(env):
+                log.debug("env", f"{key}={env[key]}")
+        try:
+            process = ChildProcess(endpoint.argv, env)
+        except (OSError, ValueError) as error:
+            log.error("process", f"cannot start {endpoint.argv[0]}: {error}")
+            websocket.close(CloseReason.INTERNAL_ERROR, "cannot start the program")
+            websocket.release()
+            log.access("session", "DISCONNECT")
+            return
+        log = log.with_fields(pid=process.pid)
+        session = Session(websocket, process, self.config, log)
+        self.sessions.add(session)
+        try:
+            session.run()
+        finally:
+            self.sessions.remove(session)
+        exit_words = oslayer.describe_exit(process.popen.returncode)
+        log.with_fields(exit=exit_words, close=websocket.close_code or "").access(
+            "session", "DISCONNECT")
+
+    def _endpoint_request(self, environ, endpoint, host, https):
+        remote_addr = environ.get("REMOTE_ADDR", "")
+        return EndpointRequest(
+            method="GET", host=host, https=https, remote_addr=remote_addr,
+            remote_port=environ.get("REMOTE_PORT", 0), remote_host=remote_addr,
+            script_name=endpoint.script_name, path_info=endpoint.path_info,
+            path=_decoded(environ["PATH_INFO"]), query_string=environ.get("QUERY_STRING", ""),
+            request_uri=environ.get("REQUEST_URI", ""), unique_id=environment.unique_id(),
+            headers=tuple(environ.get("websocketd_py.headers", ())))
+
+    def _ping_forever(self):
+        interval = self.config.pingms / 1000.0
+        while True:
+            time.sleep(interval)
+            deadline = time.monotonic() - 2 * interval
+            for session in self.sessions.snapshot():
+                websocket = session.websocket
+                if websocket.last_heard < deadline:
+                    session.log.info("session", "no answer to pings: closing")
+                    websocket.close(CloseReason.POLICY_VIOLATION, "ping timeout", timeout=0.1)
+                    websocket.abort()
+                else:
+                    websocket.ping()
+
+    # -- headers and logs ----------------------------------------------------------
+
+    def _with_headers(self, start_response):
+        extra = list(self.config.headers + self.config.headers_http)
+        if not extra:
+            return start_response
+
+        def start_response_with_headers(status, headers, exc_info=None):
+            return start_response(status, headers + extra, exc_info)
+        return start_response_with_headers
+
+    def _access(self, environ, status):
+        self._request_log(environ).access("http", f"{status} {_REASONS.get(status, '')}")
+
+    def _request_log(self, environ):
+        return self.log.context(url=_url(environ), remote=environ.get("REMOTE_ADDR", ""))
+
+
+_REASONS = {101: "Switching Protocols"}
+
+
+def _decoded(wsgi_path):
+    """werkzeug's PATH_INFO (UTF-8 bytes as latin-1) back to text, undecodable bytes kept."""
+    return wsgi_path.encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+def _raw_path(environ):
+    return environ.get("REQUEST_URI", "/").split("?", 1)[0]
+
+
+def _url(environ):
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    return f"{scheme}://{host}{environ.get('REQUEST_URI', '')}"
+

@@ -1,0 +1,98 @@
+"""The server's settings (`Config`) and the checks that run before anything starts.
+
+`cli` turns argv into a `Config`; `Config.validate()` then checks it against
+the machine (directories exist, COMMAND is on PATH, flags go together) and
+raises `UsageError` with one line that says what is wrong and what to do.
+"""
+
+import dataclasses
+import os
+from typing import Optional, Tuple
+
+from . import oslayer
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 2, nothing started."""
+
+
+#: Flags that parse but whose feature this release does not have yet.
+NOT_SUPPORTED_YET = ("ssl", "sslcert", "sslkey", "sslca", "redirport", "unixsocket", "cgidir",
+                     "reverselookup")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the server needs to know, with websocketd's defaults."""
+
+    command: Tuple[str, ...] = ()          # COMMAND and its argv, untouched; empty with --dir
+    addresses: Tuple[str, ...] = ()        # interfaces to bind; empty = all (IPv4 and IPv6)
+    port: Optional[int] = None             # None = 80, or 443 with --ssl; 0 = any free port
+    unixsocket: Optional[str] = None
+    ssl: bool = False
+    sslcert: Optional[str] = None
+    sslkey: Optional[str] = None
+    sslca: Optional[str] = None
+    redirport: int = 0
+    maxforks: int = 1024                   # 0 or negative = unlimited
+    maxframesize: int = 1024 * 1024        # bytes; 0 = no limit
+    closems: int = 0
+    pingms: int = 0
+    binary: bool = False
+    passstderr: bool = False
+    passenv: Tuple[str, ...] = oslayer.DEFAULT_PASSENV
+    reverselookup: bool = False
+    dir: Optional[str] = None
+    staticdir: Optional[str] = None
+    cgidir: Optional[str] = None
+    devconsole: bool = False
+    headers: Tuple[Tuple[str, str], ...] = ()       # --header: every response
+    headers_ws: Tuple[Tuple[str, str], ...] = ()    # --header-ws: 101 responses only
+    headers_http: Tuple[Tuple[str, str], ...] = ()  # --header-http: all other responses
+    sameorigin: bool = False
+    origins: Tuple[str, ...] = ()
+    loglevel: str = "access"
+    explicit: frozenset = frozenset()      # flag names given on the command line
+
+    @property
+    def listen_port(self):
+        if self.port is not None:
+            return self.port
+        return 443 if self.ssl else 80
+
+    @property
+    def scheme(self):
+        return "https" if self.ssl else "http"
+
+    def validate(self):
+        """Raise `UsageError` for the first problem found; return the Config with COMMAND resolved."""
+        for name in NOT_SUPPORTED_YET:
+            if name in self.explicit:
+                raise UsageError(f"--{name} is not supported yet in this version of websocketd-py")
+        if not self.command and not (self.dir or self.staticdir or self.cgidir):
+            raise UsageError(
+                "no COMMAND given: name the program to run (websocketd-py --port=8080 ./count.sh) "
+                "or serve a directory with --dir, --staticdir or --cgidir")
+        if self.command and self.dir:
+            raise UsageError("give either COMMAND or --dir, not both "
+                             f"(COMMAND was {self.command[0]!r})")
+        for flag in ("dir", "staticdir", "cgidir"):
+            path = getattr(self, flag)
+            if path is not None and not os.path.isdir(path):
+                raise UsageError(f"--{flag}={path} is not a directory")
+        if self.ssl and not (self.sslcert and self.sslkey):
+            raise UsageError("--ssl needs both --sslcert=FILE and --sslkey=FILE")
+        if (self.sslcert or self.sslkey or self.sslca) and not self.ssl:
+            raise UsageError("--sslcert, --sslkey and --sslca only make sense with --ssl")
+        if self.devconsole and (self.staticdir or self.cgidir):
+            raise UsageError("--devconsole cannot be used with --staticdir or --cgidir "
+                             "(both want to answer plain HTTP requests)")
+        if self.passstderr and self.binary:
+            raise UsageError("--passstderr cannot be used with --binary "
+                             "(stderr lines are sent as JSON text messages)")
+        if not self.command:
+            return self
+        resolved = oslayer.resolve_command(self.command[0])
+        if resolved is None:
+            raise UsageError(oslayer.explain_missing_command(self.command[0]))
+        return dataclasses.replace(self, command=(resolved,) + self.command[1:])

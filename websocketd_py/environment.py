@@ -1,0 +1,99 @@
+"""The CGI-style environment a process sees, built from its request.
+
+Only the --passenv variables of the server's own environment pass through;
+everything else comes from the request, under names a client cannot choose:
+every header becomes `HTTP_<NAME>`, and a header whose name could collide
+with another (`X_Foo` vs `X-Foo`) or carries the httpoxy hole (`Proxy`) is
+dropped, so no client can set PATH, LD_PRELOAD or HTTP_PROXY.
+"""
+
+import itertools
+import os
+import re
+import time
+
+from . import WEBSOCKETD_COMPAT_VERSION, __version__
+
+SERVER_SOFTWARE = f"websocketd/{WEBSOCKETD_COMPAT_VERSION} (websocketd-py/{__version__})"
+GATEWAY_INTERFACE = "websocketd-CGI/0.1"
+
+_TOKEN = re.compile(r"[A-Za-z0-9-]+\Z")        # header names we map (no "_")
+_CONTROL = str.maketrans({c: " " for c in [*range(0x09), *range(0x0A, 0x20), 0x7F]})
+_unique_counter = itertools.count(1)
+
+
+def unique_id():
+    """An id unique per connection (also the `id` in the log): time plus a counter."""
+    return f"{time.time_ns() // 1000}{next(_unique_counter):04d}"
+
+
+def split_host(host_header, https):
+    """SERVER_NAME and SERVER_PORT from a Host header (`h`, `h:p`, `[v6]`, `[v6]:p`)."""
+    default_port = "443" if https else "80"
+    host = (host_header or "").strip()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port = host.partition(":")
+    if not port.isdigit():
+        port = default_port
+    return name, port
+
+
+def header_variables(headers):
+    """`HTTP_*` variables from (name, value) pairs as received, repeated names joined with ", "."""
+    variables = {}
+    for name, value in headers:
+        if not _TOKEN.match(name) or name.lower() == "proxy":
+            continue
+        key = "HTTP_" + name.upper().replace("-", "_")
+        value = _as_sent(value).translate(_CONTROL)
+        variables[key] = f"{variables[key]}, {value}" if key in variables else value
+    return variables
+
+
+def _as_sent(value):
+    """http.server decodes header bytes as latin-1; give the process the bytes the client sent."""
+    try:
+        return value.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value
+
+
+def passed_through(names, source=None):
+    """The --passenv variables of the server's own environment, empty ones left out."""
+    source = os.environ if source is None else source
+    return {name: source[name] for name in names if source.get(name)}
+
+
+def build(request, passenv, source=None):
+    """The whole environment of a process for one `EndpointRequest` (see `app`)."""
+    server_name, server_port = split_host(request.host, request.https)
+    env = passed_through(passenv, source)
+    env.update({
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        "GATEWAY_INTERFACE": GATEWAY_INTERFACE,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REQUEST_METHOD": request.method,
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "REMOTE_ADDR": request.remote_addr,
+        "REMOTE_PORT": str(request.remote_port),
+        "REMOTE_HOST": request.remote_host,
+        "SCRIPT_NAME": request.script_name,
+        "PATH_INFO": request.path_info,
+        "PATH_TRANSLATED": request.path,
+        "QUERY_STRING": request.query_string,
+        "REQUEST_URI": request.request_uri,
+        "UNIQUE_ID": request.unique_id,
+        "AUTH_TYPE": "",
+        "CONTENT_LENGTH": "",
+        "CONTENT_TYPE": "",
+        "REMOTE_IDENT": "",
+        "REMOTE_USER": "",
+    })
+    if request.https:
+        env["HTTPS"] = "on"
+    env.update(header_variables(request.headers))
+    return {key: value.replace("\0", "") for key, value in env.items()}

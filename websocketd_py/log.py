@@ -1,0 +1,87 @@
+"""Log lines in websocketd's format, so existing log tooling keeps working.
+
+    Tue, 24 Nov 2026 16:58:12 +0000 | ACCESS | session    | url:'http://…' id:'17…' | CONNECT
+
+One line per event on stdout: time (RFC 1123 with numeric zone), level padded
+to 6, category padded to 10, ``key:'value'`` pairs, message. Lines are written
+whole under a lock, so threads never interleave them.
+"""
+
+import sys
+import threading
+import time
+
+#: Levels from most to least verbose, as websocketd orders them.
+LEVELS = ("debug", "trace", "access", "info", "error", "fatal")
+_RANK = {name: rank for rank, name in enumerate(LEVELS)}
+_RANK["none"] = len(LEVELS)
+
+DEBUG, TRACE, ACCESS, INFO, ERROR, FATAL = LEVELS
+
+# Control characters would break the one-line-per-entry format.
+_ONE_LINE = str.maketrans({c: " " for c in [*range(0x20), 0x7F]})
+
+
+def _timestamp():
+    return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime())
+
+
+class Log:
+    """The server's log: a level threshold and a stream written line by line."""
+
+    def __init__(self, level="access", stream=None):
+        self.threshold = _RANK[level]
+        self.stream = stream if stream is not None else sys.stdout
+        self._lock = threading.Lock()
+
+    def enabled(self, level):
+        return _RANK[level] >= self.threshold
+
+    def write(self, level, category, message, fields=()):
+        """Write one entry if `level` passes the threshold; `fields` is (key, value) pairs."""
+        if _RANK[level] < self.threshold:
+            return
+        pairs = " ".join(f"{key}:'{value}'" for key, value in fields)
+        line = (
+            f"{_timestamp()} | {level.upper():<6} | {category:<10} | {pairs} | "
+            f"{str(message).translate(_ONE_LINE)}\n"
+        )
+        with self._lock:
+            try:
+                self.stream.write(line)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed or broken stdout must not take the server down
+
+    def context(self, **fields):
+        """A logger that adds these fields to every entry (a request, a session)."""
+        return LogContext(self, tuple(fields.items()))
+
+
+class LogContext:
+    """A `Log` plus the fields that identify one request or session."""
+
+    def __init__(self, log, fields):
+        self.log = log
+        self.fields = fields
+
+    def with_fields(self, **more):
+        return LogContext(self.log, self.fields + tuple(more.items()))
+
+    def enabled(self, level):
+        return self.log.enabled(level)
+
+    def write(self, level, category, message):
+        self.log.write(level, category, message, self.fields)
+
+    def debug(self, category, message):
+        self.write(DEBUG, category, message)
+
+    def access(self, category, message):
+        self.write(ACCESS, category, message)
+
+    def info(self, category, message):
+        self.write(INFO, category, message)
+
+    def error(self, category, message):
+        self.write(ERROR, category, message)

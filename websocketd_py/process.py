@@ -1,0 +1,123 @@
+"""Starting COMMAND, feeding it, and ending it on websocketd's schedule.
+
+The child runs in its own process group (see `oslayer`), so ending a session
+ends a shell pipeline's children too, unlike websocketd. The end is always the
+same schedule: close stdin; if the group still runs after 100 ms + closems,
+SIGINT; after 250 ms + closems more, SIGTERM; after 500 ms + closems more,
+SIGKILL. Whoever ends the session first (client gone, stdout closed, server
+shutdown) runs it; later callers wait for the same result.
+"""
+
+import os
+import subprocess
+import threading
+import time
+
+from . import oslayer
+
+#: (seconds to wait, then what to send) before adding closems to each wait.
+STOP_SCHEDULE = ((0.100, oslayer.interrupt), (0.250, oslayer.terminate), (0.500, oslayer.kill))
+_POLL = 0.005
+
+
+class ChildProcess:
+    """One running COMMAND with pipes on stdin, stdout and stderr."""
+
+    def __init__(self, argv, env, cwd=None):
+        self.popen = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, cwd=cwd, bufsize=0, close_fds=True, **oslayer.child_process_options())
+        self.pid = self.popen.pid
+        self.stdout_fd = self.popen.stdout.fileno()
+        self.stderr_fd = self.popen.stderr.fileno()
+        self._stdin = self.popen.stdin
+        self._stdin_lock = threading.Lock()  # held by write_stdin while it writes
+        self._close_requested = False
+        self._stop_lock = threading.Lock()
+
+    def write_stdin(self, data):
+        """Write all of `data` (blocking: a slow process slows the client). False once stdin is gone."""
+        view = memoryview(data)
+        with self._stdin_lock:
+            if self._close_requested:
+                return False
+            try:
+                fd = self._stdin.fileno()
+                while view:
+                    view = view[os.write(fd, view):]
+                return True
+            except (OSError, ValueError):
+                return False
+            finally:
+                if self._close_requested:
+                    self._close_stdin_file()
+
+    def close_stdin(self):
+        """Close stdin so the process reads EOF. Safe from any thread, and twice.
+
+        While another thread is blocked writing to stdin (the process stopped
+        reading), the fd is not closed under it, where its number could be
+        reused: that writer closes it when its write ends, at the latest when
+        the stop schedule's signals end the process.
+        """
+        self._close_requested = True
+        if self._stdin_lock.acquire(blocking=False):
+            try:
+                self._close_stdin_file()
+            finally:
+                self._stdin_lock.release()
+
+    def _close_stdin_file(self):
+        try:
+            self._stdin.close()
+        except OSError:
+            pass
+
+    def wait(self):
+        """Block until the process exits; its exit status (negative: killed by that signal)."""
+        return self.popen.wait()
+
+    def alive(self):
+        return oslayer.group_alive(self.popen)
+
+    def stop(self, closems=0):
+        """End the process (and its group) on the schedule; return its exit status.
+
+        Thread-safe: the first caller runs the schedule, the others wait for it.
+        """
+        with self._stop_lock:
+            self.close_stdin()
+            extra = closems / 1000.0
+            for delay, send in STOP_SCHEDULE:
+                if self._wait_group(delay + extra):
+                    break
+                send(self.popen)
+            else:
+                self._wait_group(None)
+            return self.popen.wait()
+
+    def kill_group(self):
+        """SIGKILL whatever is left in the group (stray grandchildren) once the session ends."""
+        if self.alive():
+            oslayer.kill(self.popen)
+
+    def _wait_group(self, timeout):
+        """Wait until the whole group has exited; False on timeout (None = forever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        while oslayer.group_alive(self.popen):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL)
+        return True
+
+    def close_pipes(self):
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        self.close_stdin()

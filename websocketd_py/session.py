@@ -1,0 +1,160 @@
+"""One WebSocket connection bridged to one process.
+
+Threads of a session, each blocking on exactly one thing, so the same code
+runs on every OS and backpressure is free:
+
+- reader (socket → stdin): `WebSocket.receive()`, then a blocking write to
+  stdin. A slow process stops the reads, so the client's TCP window closes.
+- writer (stdout → socket): one `os.read` of up to 64 KiB, every line in it
+  framed into one buffer, one `sendall`. A slow client blocks the sendall, the
+  pipe fills, the process blocks.
+- stderr: each line to the log (ERROR, category `stderr`), or to the client
+  as JSON with --passstderr.
+- the handler's own thread (`run`): waits for the process, then for the rest.
+
+Ending: the client leaves → stdin closed → the stop schedule (`process`).
+stdout closes → the last line is sent → the process is stopped and reaped →
+close frame 1000 (exit status 0) or 1011 (`exit status 3`), unlike websocketd,
+whose clients see 1006.
+"""
+
+import os
+import threading
+
+from . import framing, oslayer
+from .websocket import CloseReason
+
+READ_BYTES = 65536
+#: How long the client gets to answer our close frame before the TCP connection is cut.
+CLOSE_REPLY_TIMEOUT = 2.0
+#: After the process exits, how long stray grandchildren may keep its pipes open.
+ORPHAN_PIPE_GRACE = 0.5
+
+
+class Session:
+    """Runs one connection to its end; `run()` returns when everything is released."""
+
+    def __init__(self, websocket, process, config, log):
+        self.websocket = websocket
+        self.process = process
+        self.config = config
+        self.log = log
+        self.exit_status = None
+        self._reader_done = threading.Event()
+        self._stderr_thread = None
+
+    def run(self):
+        reader = _thread(self._pump_socket_to_stdin, "reader")
+        writer = _thread(self._pump_stdout_to_socket, "writer")
+        self._stderr_thread = _thread(self._pump_stderr, "stderr")
+        self.process.wait()
+        writer.join(ORPHAN_PIPE_GRACE)
+        if writer.is_alive():  # grandchildren hold stdout open after the process exited
+            self.process.stop(self.config.closems)
+            writer.join()
+        reader.join()
+        self._stderr_thread.join()
+        self.process.kill_group()
+        self.process.close_pipes()
+        self.websocket.release()
+
+    def shutdown(self):
+        """End the session as if the client had left, but with 1001 (server going away)."""
+        if not self.websocket.close(CloseReason.GOING_AWAY, "server shutting down", timeout=0.2):
+            self.websocket.abort()
+        threading.Thread(target=self.process.stop, args=(self.config.closems,),
+                         daemon=True).start()
+
+    # -- the three pumps ---------------------------------------------------------------
+
+    def _pump_socket_to_stdin(self):
+        binary = self.config.binary
+        stdin_open = True
+        try:
+            while True:
+                fragments, still_open = self.websocket.receive()
+                data = []
+                for is_text, payload, ends_message in fragments:
+                    if is_text:
+                        data.append(payload)
+                        if ends_message:
+                            data.append(b"\n")
+                    elif binary:
+                        data.append(payload)
+                    elif ends_message:
+                        self.log.error("session", "binary message dropped: text mode "
+                                                  "(start with --binary to pass bytes)")
+                if data and stdin_open:
+                    stdin_open = self.process.write_stdin(b"".join(data))
+                if not still_open:
+                    break
+        finally:
+            self._reader_done.set()
+        # The client left (or broke the protocol): the process ends on the stop schedule.
+        self.websocket.abort()
+        self.process.stop(self.config.closems)
+
+    def _pump_stdout_to_socket(self):
+        fd = self.process.stdout_fd
+        if self.config.binary:
+            def frames(chunk):
+                return framing.frame(framing.OP_BINARY, chunk)
+            finish = bytes
+        else:
+            framer = framing.LineFramer(stream="stdout" if self.config.passstderr else None)
+            frames, finish = framer.feed, framer.finish
+        sending = True
+        while True:
+            try:
+                chunk = os.read(fd, READ_BYTES)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            out = frames(chunk)
+            if out and sending:
+                sending = self.websocket.send_frames(out)
+        last = finish()
+        if last and sending:
+            self.websocket.send_frames(last)
+        self._end_after_stdout_closed()
+
+    def _end_after_stdout_closed(self):
+        status = self.process.stop(self.config.closems)
+        self.exit_status = status
+        if self.config.passstderr:
+            self._stderr_thread.join()  # its last lines go out before the close frame
+        if status == 0:
+            self.websocket.close(CloseReason.NORMAL_CLOSURE)
+        else:
+            self.websocket.close(CloseReason.INTERNAL_ERROR, oslayer.describe_exit(status))
+        if not self._reader_done.wait(CLOSE_REPLY_TIMEOUT):
+            self.websocket.abort()
+
+    def _pump_stderr(self):
+        fd = self.process.stderr_fd
+        framer = framing.LineFramer(stream="stderr") if self.config.passstderr else None
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(fd, READ_BYTES)
+            except OSError:
+                chunk = b""
+            if framer is not None:
+                out = framer.feed(chunk) if chunk else framer.finish()
+                if out:
+                    self.websocket.send_frames(out)
+            if chunk:
+                lines, pending = framing.split_lines(pending, chunk)
+            else:
+                lines, pending = ([pending] if pending else []), b""
+            for line in lines:
+                self.log.error("stderr", line.decode("utf-8", "replace"))
+            if not chunk:
+                break
+
+
+def _thread(target, role):
+    thread = threading.Thread(target=target, name=f"session-{role}", daemon=True)
+    thread.start()
+    return thread
