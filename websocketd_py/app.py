@@ -173,17 +173,30 @@ class ForkSlots:
         self._lock = threading.Lock()
 
     def try_acquire(self):
+        """A `ForkSlot`, or None when --maxforks processes run already."""
         if self._semaphore is not None and not self._semaphore.acquire(blocking=False):
-            return False
+            return None
         with self._lock:
             self.in_use += 1
-        return True
+        return ForkSlot(self)
 
-    def release(self):
+    def _release(self):
         with self._lock:
             self.in_use -= 1
         if self._semaphore is not None:
             self._semaphore.release()
+
+
+class ForkSlot:
+    """One held slot; `release()` may be called more than once."""
+
+    def __init__(self, slots):
+        self._slots = slots
+
+    def release(self):
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots._release()
 
 
 class ActiveSessions:
@@ -281,16 +294,17 @@ class WebsocketdApp:
                               config.sameorigin):
             raise Refused(403, "Forbidden: origin not allowed")
         check_handshake(environ)
-        if not self.forks.try_acquire():
+        slot = self.forks.try_acquire()
+        if slot is None:
             raise Refused(429, "Too Many Requests: --maxforks processes are running already; "
                                "try again later")
         try:
-            self._run_session(environ, endpoint, host, https)
+            self._run_session(environ, endpoint, host, https, slot)
         finally:
-            self.forks.release()
+            slot.release()
         raise ConnectionTakenOver()
 
-    def _run_session(self, environ, endpoint, host, https):
+    def _run_session(self, environ, endpoint, host, https, slot):
         request = self._endpoint_request(environ, endpoint, host, https)
         log = self.log.context(url=_url(environ), id=request.unique_id,
                                remote=request.remote_addr, command=endpoint.argv[0],
@@ -312,6 +326,7 @@ class WebsocketdApp:
             log.error("process", f"cannot start {endpoint.argv[0]}: {error}")
             websocket.close(CloseReason.INTERNAL_ERROR, "cannot start the program")
             websocket.release()
+            slot.release()
             log.access("session", "DISCONNECT")
             return
         log = log.with_fields(pid=process.pid)
@@ -321,6 +336,7 @@ class WebsocketdApp:
             session.run()
         finally:
             self.sessions.remove(session)
+            slot.release()
         exit_words = oslayer.describe_exit(process.popen.returncode)
         log.with_fields(exit=exit_words, close=websocket.close_code or "").access(
             "session", "DISCONNECT")
@@ -342,7 +358,9 @@ class WebsocketdApp:
             deadline = time.monotonic() - 2 * interval
             for session in self.sessions.snapshot():
                 websocket = session.websocket
-                if websocket.last_heard < deadline:
+                if session.waiting_for_process:  # not reading the client: not its fault
+                    websocket.last_heard = time.monotonic()
+                elif websocket.last_heard < deadline:
                     session.log.info("session", "no answer to pings: closing")
                     websocket.close(CloseReason.POLICY_VIOLATION, "ping timeout", timeout=0.1)
                     websocket.abort()

@@ -7,6 +7,7 @@ tree. Nothing here runs a platform-only call at import time.
 """
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -59,6 +60,34 @@ def child_process_options():
     if IS_WINDOWS:
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
     return {"start_new_session": True}
+
+
+#: Linux can see a client's hang-up while unread data is still queued before it.
+CAN_WATCH_HANGUP = hasattr(select, "poll") and hasattr(select, "POLLRDHUP")
+
+
+def prepare_stdin(fd):
+    """Make the child's stdin non-blocking where `wait_writable_or_hangup` can watch it."""
+    if CAN_WATCH_HANGUP:
+        os.set_blocking(fd, False)
+
+
+def wait_writable_or_hangup(fd, sock):
+    """Block until pipe `fd` takes more data (True) or the peer of `sock` hung up (False).
+
+    A process that stops reading stdin blocks the session's reader, which then
+    reads no more from the client; without this, a client that leaves in that
+    state would go unnoticed until the process exits.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    poller.register(sock, select.POLLRDHUP)
+    while True:
+        for ready, events in poller.poll():
+            if ready == fd:
+                return True
+            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                return False
 
 
 def interrupt(process):

@@ -18,6 +18,8 @@ from . import oslayer
 #: (seconds to wait, then what to send) before adding closems to each wait.
 STOP_SCHEDULE = ((0.100, oslayer.interrupt), (0.250, oslayer.terminate), (0.500, oslayer.kill))
 _POLL = 0.005
+#: After SIGKILL, how long to wait for the group; what still shows then is a zombie or unkillable.
+_KILL_WAIT = 2.0
 
 
 class ChildProcess:
@@ -28,6 +30,7 @@ class ChildProcess:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, bufsize=0, close_fds=True, **oslayer.child_process_options())
         self.pid = self.popen.pid
+        oslayer.prepare_stdin(self.popen.stdin.fileno())
         self.stdout_fd = self.popen.stdout.fileno()
         self.stderr_fd = self.popen.stderr.fileno()
         self._stdin = self.popen.stdin
@@ -35,8 +38,13 @@ class ChildProcess:
         self._close_requested = False
         self._stop_lock = threading.Lock()
 
-    def write_stdin(self, data):
-        """Write all of `data` (blocking: a slow process slows the client). False once stdin is gone."""
+    def write_stdin(self, data, wait_writable=None):
+        """Write all of `data`; False once stdin is gone.
+
+        Blocks while the pipe is full: a slow process slows the client. On a
+        non-blocking stdin (see `oslayer.prepare_stdin`) the wait is
+        `wait_writable(fd)`, which returns False to give up.
+        """
         view = memoryview(data)
         with self._stdin_lock:
             if self._close_requested:
@@ -44,7 +52,11 @@ class ChildProcess:
             try:
                 fd = self._stdin.fileno()
                 while view:
-                    view = view[os.write(fd, view):]
+                    try:
+                        view = view[os.write(fd, view):]
+                    except BlockingIOError:
+                        if not wait_writable(fd):
+                            return False
                 return True
             except (OSError, ValueError):
                 return False
@@ -93,7 +105,7 @@ class ChildProcess:
                     break
                 send(self.popen)
             else:
-                self._wait_group(None)
+                self._wait_group(_KILL_WAIT)
             return self.popen.wait()
 
     def kill_group(self):

@@ -39,14 +39,14 @@ class Session:
         self.process = process
         self.config = config
         self.log = log
-        self.exit_status = None
+        self.waiting_for_process = False  # the reader waits for the process to read stdin
         self._reader_done = threading.Event()
         self._stderr_thread = None
 
     def run(self):
-        reader = _thread(self._pump_socket_to_stdin, "reader")
-        writer = _thread(self._pump_stdout_to_socket, "writer")
-        self._stderr_thread = _thread(self._pump_stderr, "stderr")
+        self._stderr_thread = self._thread(self._pump_stderr, "stderr")
+        reader = self._thread(self._pump_socket_to_stdin, "reader")
+        writer = self._thread(self._pump_stdout_to_socket, "writer")
         self.process.wait()
         writer.join(ORPHAN_PIPE_GRACE)
         if writer.is_alive():  # grandchildren hold stdout open after the process exited
@@ -85,7 +85,7 @@ class Session:
                         self.log.error("session", "binary message dropped: text mode "
                                                   "(start with --binary to pass bytes)")
                 if data and stdin_open:
-                    stdin_open = self.process.write_stdin(b"".join(data))
+                    stdin_open = self.process.write_stdin(b"".join(data), self._wait_stdin)
                 if not still_open:
                     break
         finally:
@@ -93,6 +93,14 @@ class Session:
         # The client left (or broke the protocol): the process ends on the stop schedule.
         self.websocket.abort()
         self.process.stop(self.config.closems)
+
+    def _wait_stdin(self, fd):
+        """The process is not reading: wait for it, unless the client hangs up meanwhile."""
+        self.waiting_for_process = True
+        try:
+            return oslayer.wait_writable_or_hangup(fd, self.websocket.sock)
+        finally:
+            self.waiting_for_process = False
 
     def _pump_stdout_to_socket(self):
         fd = self.process.stdout_fd
@@ -121,7 +129,6 @@ class Session:
 
     def _end_after_stdout_closed(self):
         status = self.process.stop(self.config.closems)
-        self.exit_status = status
         if self.config.passstderr:
             self._stderr_thread.join()  # its last lines go out before the close frame
         if status == 0:
@@ -153,8 +160,14 @@ class Session:
             if not chunk:
                 break
 
-
-def _thread(target, role):
-    thread = threading.Thread(target=target, name=f"session-{role}", daemon=True)
-    thread.start()
-    return thread
+    def _thread(self, pump, role):
+        def guarded():
+            try:
+                pump()
+            except Exception as error:  # a bug must end this session, not hang it
+                self.log.error("session", f"internal error in the {role} thread: {error!r}")
+                self.websocket.abort()
+                self.process.stop(self.config.closems)
+        thread = threading.Thread(target=guarded, name=f"session-{role}", daemon=True)
+        thread.start()
+        return thread

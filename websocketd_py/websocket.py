@@ -49,12 +49,11 @@ class WebSocket(simple_websocket.Server):
     def __init__(self, environ, extra_headers=(), max_message_size=0):
         self.extra_headers = [(name.encode("latin-1"), value.encode("latin-1"))
                               for name, value in extra_headers]
-        self.max_message_size = max_message_size
         self._send_lock = threading.Lock()
         self._message_size = 0
-        self.close_code = None        # the code of the close frame received; 1006 if none
+        self.close_code = None        # the first close code sent or received; 1006 if none
         self.last_heard = time.monotonic()
-        super().__init__(environ, receive_bytes=RECEIVE_BYTES,
+        super().__init__(environ, receive_bytes=RECEIVE_BYTES, max_message_size=max_message_size,
                          thread_class=_NoBackgroundThread)
         self.sock.settimeout(None)    # the request-header timeout does not apply any more
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -117,15 +116,14 @@ class WebSocket(simple_websocket.Server):
                     self._message_size = 0
                 fragments.append((is_text, payload, event.message_finished))
             elif isinstance(event, Ping):
-                self._sendall(self.ws.send(event.response()))
+                if self.ws.state is ConnectionState.OPEN:  # no pongs after a close frame
+                    self._sendall(self.ws.send(event.response()))
             elif isinstance(event, Pong):
                 pass
             elif isinstance(event, CloseConnection):
-                if self.ws.state is ConnectionState.OPEN:    # we found a protocol error
-                    self._send_close(event.code, event.reason)
-                else:
-                    self.close_code = event.code
-                    self._send_close(event.code, event.reason)  # answer a client's close
+                # A client's close is answered at once with its code; so is a protocol
+                # error wsproto found (1002/1007); our own close being answered needs nothing.
+                self._send_close(event.code, event.reason)
                 return fragments, False
         return fragments, True
 
@@ -139,9 +137,14 @@ class WebSocket(simple_websocket.Server):
             return self._sendall(frames)
 
     def ping(self):
-        with self._send_lock:
+        """Send a ping, unless a send is under way (a slow client): then skip this one."""
+        if not self._send_lock.acquire(blocking=False):
+            return
+        try:
             if self.ws.state is ConnectionState.OPEN:
                 self._sendall(self.ws.send(Ping()))
+        finally:
+            self._send_lock.release()
 
     def close(self, code=CloseReason.NORMAL_CLOSURE, reason="", timeout=None):
         """Send our close frame unless one was sent; False if the lock was not had in time."""
@@ -175,6 +178,8 @@ class WebSocket(simple_websocket.Server):
     def _send_close(self, code, reason):
         if self.ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             return
+        if self.close_code is None:
+            self.close_code = code
         reason = (reason or "").encode("utf-8")[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
         self._sendall(self.ws.send(CloseConnection(code=code, reason=reason)))
 
