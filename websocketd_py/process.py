@@ -34,6 +34,7 @@ class ChildProcess:
         self.stdout_fd = self.popen.stdout.fileno()
         self.stderr_fd = self.popen.stderr.fileno()
         self._stdin = self.popen.stdin
+        self._exited = threading.Event()     # set by wait() once the process is reaped
         self._stdin_lock = threading.Lock()  # held by write_stdin while it writes
         self._close_requested = False
         self._stop_lock = threading.Lock()
@@ -86,8 +87,14 @@ class ChildProcess:
             pass
 
     def wait(self):
-        """Block until the process exits; its exit status (negative: killed by that signal)."""
-        return self.popen.wait()
+        """Block until the process exits; its exit status (negative: killed by that signal).
+
+        The session's handler thread sits here; `stop()` learns of the exit
+        from it through an event instead of polling.
+        """
+        status = self.popen.wait()
+        self._exited.set()
+        return status
 
     def alive(self):
         return oslayer.group_alive(self.popen)
@@ -114,14 +121,12 @@ class ChildProcess:
             oslayer.kill(self.popen)
 
     def _wait_group(self, timeout):
-        """Wait until the whole group has exited; False on timeout (None = forever)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
+        """Wait until the whole group has exited; False on timeout."""
+        deadline = time.monotonic() + timeout
+        if not self._exited.wait(timeout) and self.popen.poll() is None:
             return False
         while oslayer.group_alive(self.popen):
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 return False
             time.sleep(_POLL)
         return True
