@@ -15,11 +15,11 @@ import codecs
 import json
 import struct
 
-OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+from .protocol import OP_BINARY, OP_CONTINUATION, OP_TEXT
 
 _SHORT_HEADERS = {
     (opcode, fin): [bytes(((0x80 if fin else 0) | opcode, n)) for n in range(126)]
-    for opcode in (OP_CONTINUATION, OP_TEXT, OP_BINARY) for fin in (True, False)
+    for opcode in range(16) for fin in (True, False)
 }
 
 

@@ -1,7 +1,7 @@
 """One upgraded connection: simple-websocket's handshake, then frames both ways.
 
 simple-websocket performs the upgrade. Its I/O model does not fit a bridge,
-so this subclass changes four things, each in one place:
+so this subclass changes what follows, each in one place:
 
 - compression is opt-in: the handshake ignores a client's permessage-deflate
   offer (it halves small-message throughput) and adds --header/--header-ws;
@@ -11,21 +11,24 @@ so this subclass changes four things, each in one place:
 - no background thread and no unbounded queue: the session's reader thread
   calls `receive()`, which reads the socket only when the process has taken
   the previous data, so a slow process slows the client (backpressure);
-- the message size limit (--maxframesize) is counted as fragments arrive.
+- frames from the client go through `protocol.ClientFrameParser` (streaming,
+  bounded memory, --maxframesize checked from the frame header) instead of
+  wsproto's much slower parser; frames to the client are built by `framing`.
 
-`_send_lock` also guards the wsproto state machine (`self.ws`), which both
-threads use.
+`_send_lock` also guards the close state, which both threads read.
 """
 
 import socket
+import struct
 import threading
 import time
 
 import simple_websocket
-from wsproto.connection import ConnectionState
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Pong,
-                            Request, TextMessage)
+from wsproto.events import AcceptConnection, Request
 from wsproto.frame_protocol import CloseReason
+
+from . import protocol
+from .framing import frame
 
 RECEIVE_BYTES = 65536
 _MAX_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
@@ -50,11 +53,11 @@ class WebSocket(simple_websocket.Server):
         self.extra_headers = [(name.encode("latin-1"), value.encode("latin-1"))
                               for name, value in extra_headers]
         self._send_lock = threading.Lock()
-        self._message_size = 0
+        self._close_sent = False
+        self._parser = protocol.ClientFrameParser(max_message_size)
         self.close_code = None        # the first close code sent or received; 1006 if none
         self.last_heard = time.monotonic()
-        super().__init__(environ, receive_bytes=RECEIVE_BYTES, max_message_size=max_message_size,
-                         thread_class=_NoBackgroundThread)
+        super().__init__(environ, receive_bytes=RECEIVE_BYTES, thread_class=_NoBackgroundThread)
         self.sock.settimeout(None)    # the request-header timeout does not apply any more
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -89,41 +92,25 @@ class WebSocket(simple_websocket.Server):
             data = self.sock.recv(RECEIVE_BYTES)
         except OSError:
             data = b""
-        with self._send_lock:
-            if not data:
+        if not data:
+            with self._send_lock:
                 if self.close_code is None:
                     self.close_code = CloseReason.ABNORMAL_CLOSURE
-                return [], False
-            self.last_heard = time.monotonic()
-            try:
-                self.ws.receive_data(data)
-            except Exception:  # data after the close handshake: nothing more to read
-                return [], False
-            return self._handle_events()
-
-    def _handle_events(self):
+            return [], False
+        self.last_heard = time.monotonic()
         fragments = []
-        for event in self.ws.events():
-            if isinstance(event, (TextMessage, BytesMessage)):
-                is_text = isinstance(event, TextMessage)
-                payload = event.data.encode("utf-8") if is_text else bytes(event.data)
-                self._message_size += len(payload)
-                if self.max_message_size and self._message_size > self.max_message_size:
-                    self._send_close(CloseReason.MESSAGE_TOO_BIG,
-                                     f"message over {self.max_message_size} bytes")
-                    return fragments, False
-                if event.message_finished:
-                    self._message_size = 0
-                fragments.append((is_text, payload, event.message_finished))
-            elif isinstance(event, Ping):
-                if self.ws.state is ConnectionState.OPEN:  # no pongs after a close frame
-                    self._sendall(self.ws.send(event.response()))
-            elif isinstance(event, Pong):
-                pass
-            elif isinstance(event, CloseConnection):
-                # A client's close is answered at once with its code; so is a protocol
-                # error wsproto found (1002/1007); our own close being answered needs nothing.
-                self._send_close(event.code, event.reason)
+        for event in self._parser.feed(data):
+            kind = event[0]
+            if kind is protocol.DATA:
+                fragments.append(event[1:])
+            elif kind is protocol.PING:
+                with self._send_lock:
+                    if not self._close_sent:  # no pongs after our close frame
+                        self._sendall(frame(protocol.OP_PONG, event[1]))
+            elif kind is protocol.CLOSE or kind is protocol.FAIL:
+                # A client's close is answered at once with its code, a protocol error
+                # with the code it calls for; our own close being answered needs nothing.
+                self.close(event[1], event[2])
                 return fragments, False
         return fragments, True
 
@@ -132,7 +119,7 @@ class WebSocket(simple_websocket.Server):
     def send_frames(self, frames):
         """Send ready-made data frames; False (and nothing sent) once the connection is closing."""
         with self._send_lock:
-            if self.ws.state is not ConnectionState.OPEN:
+            if self._close_sent:
                 return False
             return self._sendall(frames)
 
@@ -141,8 +128,8 @@ class WebSocket(simple_websocket.Server):
         if not self._send_lock.acquire(blocking=False):
             return
         try:
-            if self.ws.state is ConnectionState.OPEN:
-                self._sendall(self.ws.send(Ping()))
+            if not self._close_sent:
+                self._sendall(frame(protocol.OP_PING, b""))
         finally:
             self._send_lock.release()
 
@@ -151,14 +138,14 @@ class WebSocket(simple_websocket.Server):
         if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
             return False
         try:
-            self._send_close(code, reason)
+            if not self._close_sent:
+                self._close_sent = True
+                if self.close_code is None:
+                    self.close_code = code
+                self._sendall(frame(protocol.OP_CLOSE, _close_payload(code, reason)))
         finally:
             self._send_lock.release()
         return True
-
-    @property
-    def open(self):
-        return self.ws.state is ConnectionState.OPEN
 
     def abort(self):
         """Shut the TCP connection down both ways: blocked recv/sendall calls return at once."""
@@ -175,14 +162,6 @@ class WebSocket(simple_websocket.Server):
         except OSError:
             pass
 
-    def _send_close(self, code, reason):
-        if self.ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            return
-        if self.close_code is None:
-            self.close_code = code
-        reason = (reason or "").encode("utf-8")[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
-        self._sendall(self.ws.send(CloseConnection(code=code, reason=reason)))
-
     def _sendall(self, data):
         try:
             self.sock.sendall(data)
@@ -190,3 +169,11 @@ class WebSocket(simple_websocket.Server):
             self.abort()
             return False
         return True
+
+
+def _close_payload(code, reason):
+    """A close frame's payload: the code and at most 123 bytes of reason (1005: nothing)."""
+    if code == protocol.NO_STATUS:
+        return b""
+    reason = (reason or "").encode("utf-8")[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
+    return struct.pack("!H", code) + reason.encode("utf-8")
