@@ -87,20 +87,23 @@ class LineFramer:
         rest, self.pending = self.pending, b""
         if self.started:
             return self._last_fragment(rest)
-        return self._messages([rest], rest, len(rest)) if rest else b""
+        return self._messages([rest], rest, len(rest), strip_cr=False) if rest else b""
 
-    def _messages(self, lines, data, end):
+    def _messages(self, lines, data, end, strip_cr=True):
+        """Whole text messages for `lines` (`data[:end]` is them joined by "\n")."""
         parts = []
         append = parts.append
         if self._escape is None and (data.isascii() or _is_utf8(data[:end])):
             for line in lines:
-                if line[-1:] == b"\r":
+                if strip_cr and line[-1:] == b"\r":
                     line = line[:-1]
                 append(frame_header(OP_TEXT, len(line)))
                 append(line)
         else:
             for line in lines:
-                payload = self._wrap(_strip_cr(line).decode("utf-8", "replace"), True, True)
+                if strip_cr:
+                    line = _strip_cr(line)
+                payload = self._wrap(line.decode("utf-8", "replace"), True, True)
                 append(frame_header(OP_TEXT, len(payload)))
                 append(payload)
         return b"".join(parts)
@@ -151,7 +154,8 @@ def split_lines(pending, chunk, limit=65536):
     data = pending + chunk
     lines = data.split(b"\n")
     pending = lines.pop()
+    lines = [_strip_cr(line) for line in lines]
     while len(pending) > limit:
         lines.append(pending[:limit])
         pending = pending[limit:]
-    return [_strip_cr(line) for line in lines], pending
+    return lines, pending
