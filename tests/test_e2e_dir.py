@@ -103,11 +103,6 @@ def test_encoded_names_are_decoded(dir_server):
         ["SCRIPT_NAME=/my script.sh", "PATH_INFO=/a b/cé"], 1000)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: app.resolve_in_directory drops empty segments ([s for s in raw_path.split('/') "
-    "if s]), so a trailing '/' (and "
-    "'//') vanish from PATH_INFO: /script.sh/ gives '' where websocketd gives '/', and "
-    "/sub/other.sh/extra/ gives '/extra' instead of '/extra/' (command mode keeps them)"))
 def test_trailing_slash_stays_in_path_info(dir_server):
     assert run_script(dir_server, "/sub/other.sh/extra/") == (
         ["SCRIPT_NAME=/sub/other.sh", "PATH_INFO=/extra/"], 1000)
@@ -115,10 +110,6 @@ def test_trailing_slash_stays_in_path_info(dir_server):
         ["SCRIPT_NAME=/script.sh", "PATH_INFO=/"], 1000)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: app._raw_path takes the path from REQUEST_URI, which for an "
-    "absolute-form request target (RFC 7230 5.3.2, MUST be accepted) is the whole URL; its "
-    "'http:' segment is refused, so the script gets 404 where websocketd runs it"))
 def test_absolute_form_request_target_runs_the_script(dir_server):
     target = f"http://127.0.0.1:{dir_server.port}/sub/other.sh/x?y=1"
     assert run_script(dir_server, target) == (

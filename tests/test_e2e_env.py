@@ -200,10 +200,6 @@ def test_path_info_is_decoded_request_uri_and_query_stay_raw(server):
     assert (env["PATH_INFO"], env["QUERY_STRING"], env["REQUEST_URI"]) == ("/", "", "/")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a %-encoded byte that is not UTF-8 reaches PATH_INFO as U+FFFD: werkzeug's "
-    "PATH_INFO was decoded with errors='replace' before app._decoded() (whose docstring "
-    "promises 'undecodable bytes kept') sees it; websocketd passes the byte itself"))
 def test_path_info_keeps_bytes_that_are_not_utf8(server):
     srv = server(*PROGRAM)
     env = raw_upgrade(srv.port, "/caf%E9").env()
@@ -224,12 +220,6 @@ def test_server_name_and_port_come_from_the_host_header(server, host, name, port
     assert env["HTTP_HOST"] == host
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: environment.split_host accepts '²' (byte \\xb2 in Host, decoded as latin-1) as a "
-    "port because str.isdigit() is true for it; with --sameorigin app.origin_allowed then "
-    "calls int('²') -> ValueError -> werkzeug's 500; and werkzeug's own error report fails "
-    "too (TypeError: 'Log' object is not callable: server.Listener sets self.log = Log, "
-    "shadowing BaseWSGIServer.log), so the real error never reaches the log"))
 def test_host_with_a_non_ascii_digit_port_is_refused_not_a_500(server):
     srv = server("--sameorigin", *PROGRAM)
     reply = raw_upgrade(srv.port, host="example.com:\xb2",

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from typing import Tuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from werkzeug.wrappers import Response
 
@@ -77,13 +77,16 @@ def resolve_in_directory(root, raw_path):
     The raw (still %-encoded) path is split on "/" before decoding, so `%2f`
     never separates segments; a decoded segment that holds "/", "\\", NUL or
     ":" or is "." or ".." is refused, and the script's real path (symlinks
-    resolved) must lie inside the real root.
+    resolved) must lie inside the real root. PATH_INFO is the rest of the
+    path as sent, empty segments and a trailing "/" included.
     """
     real_root = os.path.realpath(root)
     current = real_root
-    segments = [s for s in raw_path.split("/") if s]
-    for index, raw_segment in enumerate(segments):
-        segment = unquote(raw_segment, errors="strict") if "%" in raw_segment else raw_segment
+    parts = raw_path.split("/")
+    for index, raw_segment in enumerate(parts):
+        if not raw_segment:
+            continue
+        segment = _percent_decoded(raw_segment)
         if (segment in (".", "..") or any(c in segment for c in "/\\\0:")
                 or len(segment) > 255):
             raise Refused(404, "Not found")
@@ -98,9 +101,9 @@ def resolve_in_directory(root, raw_path):
             raise Refused(403, "Forbidden: the script is outside the directory")
         if not (oslayer.IS_WINDOWS or os.access(real, os.X_OK)):
             raise Refused(403, "Forbidden: the script is not executable")
-        script_name = "/" + "/".join(unquote(s) for s in segments[:index + 1])
-        rest = segments[index + 1:]
-        path_info = "/" + "/".join(unquote(s) for s in rest) if rest else ""
+        script_name = "/" + "/".join(_percent_decoded(p) for p in parts[:index + 1] if p)
+        rest = parts[index + 1:]
+        path_info = "/" + _percent_decoded("/".join(rest)) if rest else ""
         return Endpoint((candidate,), script_name, path_info)
     raise Refused(404, "Not found")
 
@@ -113,10 +116,14 @@ def origin_allowed(origin, host, https, allowed, same_origin):
         return False
     parts = urlsplit(origin)
     try:
-        origin_port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+        origin_port = parts.port
     except ValueError:
         return False
+    if origin_port is None:
+        origin_port = 443 if parts.scheme in ("https", "wss") else 80
     origin_host = (parts.hostname or "").lower()
+    if not origin_host:
+        return False
     if same_origin:
         host_name, host_port = environment.split_host(host, https)
         if (origin_host, origin_port) != (host_name.strip("[]").lower(), int(host_port)):
@@ -128,17 +135,24 @@ def origin_allowed(origin, host, https, allowed, same_origin):
 
 
 def _origin_matches(entry, scheme, host, port):
-    entry_scheme, sep, rest = entry.partition("://")
+    """One --origin entry, `[scheme://]host[:port]`: no scheme = http or https, no port = any."""
+    entry_scheme, sep, rest = entry.strip().rstrip("/").partition("://")
     if not sep:
-        entry_scheme, rest = "", entry
-    if entry_scheme and entry_scheme.lower() != scheme.lower():
+        entry_scheme, rest = "", entry_scheme
+    if entry_scheme and entry_scheme.lower() != scheme:
         return False
     if not entry_scheme and scheme not in ("http", "https"):
         return False
-    name, entry_port = environment.split_host(rest, False)
-    if rest.endswith("]") or ":" not in rest.rsplit("]", 1)[-1]:
-        entry_port = None  # no port given: any port matches
-    return name.strip("[]").lower() == host and (entry_port is None or int(entry_port) == port)
+    if rest.startswith("["):  # [IPv6] or [IPv6]:port
+        name, _, after = rest[1:].partition("]")
+        entry_port = after[1:] if after.startswith(":") else None
+    elif rest.count(":") == 1:
+        name, entry_port = rest.split(":")
+    else:  # a name, or an IPv6 address without brackets (and so without port)
+        name, entry_port = rest, None
+    if entry_port is not None and not (entry_port.isascii() and entry_port.isdigit()):
+        return False
+    return name.lower() == host and (entry_port is None or int(entry_port) == port)
 
 
 def is_upgrade(environ):
@@ -229,13 +243,16 @@ class ActiveSessions:
 class WebsocketdApp:
     """The WSGI application behind every listener."""
 
-    def __init__(self, config, log, static_app=None, devconsole_page=None):
+    def __init__(self, config, log, static_app=None, devconsole_page=None, cgi_scripts=None):
         self.config = config
         self.log = log
         self.forks = ForkSlots(config.maxforks)
         self.sessions = ActiveSessions()
         self.static_app = static_app
         self.devconsole_page = devconsole_page
+        self.cgi_scripts = cgi_scripts  # a `cgi.CgiScripts` with --cgidir
+        #: --header and --header-http: on every response but the 101.
+        self.http_headers = list(config.headers + config.headers_http)
         self.closing = False  # set at shutdown: no new sessions
         if config.pingms > 0:
             threading.Thread(target=self._ping_forever, name="pinger", daemon=True).start()
@@ -259,10 +276,10 @@ class WebsocketdApp:
     def endpoint_for(self, environ):
         """The Endpoint for this path, None when nothing runs here; Refused when forbidden."""
         if self.config.command:
-            return Endpoint(self.config.command, "/", _decoded(environ["PATH_INFO"]))
+            return Endpoint(self.config.command, "/", decoded_path(environ))
         if self.config.dir:
             try:
-                return resolve_in_directory(self.config.dir, _raw_path(environ))
+                return resolve_in_directory(self.config.dir, raw_path(environ))
             except Refused as refusal:
                 if refusal.status == 404:
                     return None
@@ -270,10 +287,15 @@ class WebsocketdApp:
         return None
 
     def plain_http(self, environ, start_response, endpoint):
+        """Dev console, else a CGI script, else a static file, else a short error."""
         if endpoint is not None and self.devconsole_page is not None:
             response = Response(self.devconsole_page, mimetype="text/html",
                                 headers=[("Cache-Control", "no-store")])
             return response(environ, start_response)
+        if self.cgi_scripts is not None:
+            script = self.cgi_scripts.script_for(environ)
+            if script is not None:
+                return self.cgi_scripts.run(environ, start_response, script, self.forks)
         if self.static_app is not None:
             return self.static_app(environ, start_response)
         if endpoint is not None:
@@ -345,10 +367,11 @@ class WebsocketdApp:
         remote_addr = environ.get("REMOTE_ADDR", "")
         return EndpointRequest(
             method="GET", host=host, https=https, remote_addr=remote_addr,
-            remote_port=environ.get("REMOTE_PORT", 0), remote_host=remote_addr,
+            remote_port=environ.get("REMOTE_PORT", 0),
+            remote_host=environment.remote_host(remote_addr, self.config.reverselookup),
             script_name=endpoint.script_name, path_info=endpoint.path_info,
-            path=_decoded(environ["PATH_INFO"]), query_string=environ.get("QUERY_STRING", ""),
-            request_uri=environ.get("REQUEST_URI", ""), unique_id=environment.unique_id(),
+            path=decoded_path(environ), query_string=raw_query(environ),
+            request_uri=request_target(environ), unique_id=environment.unique_id(),
             headers=tuple(environ.get("websocketd_py.headers", ())))
 
     def _ping_forever(self):
@@ -370,7 +393,7 @@ class WebsocketdApp:
     # -- headers and logs ----------------------------------------------------------
 
     def _with_headers(self, start_response):
-        extra = list(self.config.headers + self.config.headers_http)
+        extra = self.http_headers
         if not extra:
             return start_response
 
@@ -388,13 +411,38 @@ class WebsocketdApp:
 _REASONS = {101: "Switching Protocols"}
 
 
-def _decoded(wsgi_path):
-    """werkzeug's PATH_INFO (UTF-8 bytes as latin-1) back to text, undecodable bytes kept."""
-    return wsgi_path.encode("latin-1").decode("utf-8", "surrogateescape")
+def _percent_decoded(raw):
+    """%-decoded text; bytes that are not UTF-8 are kept (surrogateescape), as the OS takes them."""
+    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
 
 
-def _raw_path(environ):
-    return environ.get("REQUEST_URI", "/").split("?", 1)[0]
+def _as_sent(wsgi_text):
+    """werkzeug's environ text (bytes as latin-1) back to what was sent, any bytes kept."""
+    return wsgi_text.encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+def request_target(environ):
+    """The request target as sent, an absolute-form one (`http://host/p?q`) cut to `/p?q`."""
+    target = _as_sent(environ.get("REQUEST_URI", "/"))
+    if "://" in target.split("?", 1)[0]:
+        parts = urlsplit(target)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return target
+
+
+def raw_path(environ):
+    """The path of the request target, still %-encoded."""
+    return request_target(environ).split("?", 1)[0]
+
+
+def raw_query(environ):
+    """The query of the request target as sent (QUERY_STRING stays %-encoded)."""
+    return _as_sent(request_target(environ).partition("?")[2])
+
+
+def decoded_path(environ):
+    """The request path %-decoded, keeping bytes that are not UTF-8 (werkzeug's PATH_INFO does not)."""
+    return _percent_decoded(raw_path(environ))
 
 
 def _url(environ):

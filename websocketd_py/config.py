@@ -9,7 +9,7 @@ import dataclasses
 import os
 from typing import Optional, Tuple
 
-from . import oslayer
+from . import oslayer, tls, unixsocket
 
 
 class UsageError(Exception):
@@ -17,8 +17,7 @@ class UsageError(Exception):
 
 
 #: Flags that parse but whose feature this release does not have yet.
-NOT_SUPPORTED_YET = ("ssl", "sslcert", "sslkey", "sslca", "redirport", "unixsocket", "cgidir",
-                     "reverselookup")
+NOT_SUPPORTED_YET = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +63,11 @@ class Config:
     def scheme(self):
         return "https" if self.ssl else "http"
 
+    @property
+    def listens_on_tcp(self):
+        """False when --unixsocket is the only listener (no --port or --address given)."""
+        return not self.unixsocket or bool({"port", "address"} & self.explicit)
+
     def validate(self):
         """Raise `UsageError` for the first problem found; return the Config with COMMAND resolved."""
         for name in NOT_SUPPORTED_YET:
@@ -84,6 +88,12 @@ class Config:
             raise UsageError("--ssl needs both --sslcert=FILE and --sslkey=FILE")
         if (self.sslcert or self.sslkey or self.sslca) and not self.ssl:
             raise UsageError("--sslcert, --sslkey and --sslca only make sense with --ssl")
+        self._check_listeners()
+        if self.ssl:
+            try:
+                tls.server_context(self.sslcert, self.sslkey, self.sslca)
+            except tls.TLSFileError as error:
+                raise UsageError(str(error)) from None
         if self.devconsole and (self.staticdir or self.cgidir):
             raise UsageError("--devconsole cannot be used with --staticdir or --cgidir "
                              "(both want to answer plain HTTP requests)")
@@ -96,3 +106,14 @@ class Config:
         if resolved is None:
             raise UsageError(oslayer.explain_missing_command(self.command[0]))
         return dataclasses.replace(self, command=(resolved,) + self.command[1:])
+
+    def _check_listeners(self):
+        if self.unixsocket and not unixsocket.SUPPORTED:
+            raise UsageError("--unixsocket is not available on this platform")
+        if not self.listens_on_tcp and (self.ssl or self.redirport):
+            flag = "--ssl" if self.ssl else "--redirport"
+            raise UsageError(f"{flag} needs a TCP listener: with --unixsocket, also give "
+                             "--port or --address")
+        if self.redirport and self.redirport == self.listen_port:
+            raise UsageError(f"--redirport={self.redirport} is the port the server itself "
+                             "listens on: choose another")

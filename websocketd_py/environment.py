@@ -10,6 +10,8 @@ dropped, so no client can set PATH, LD_PRELOAD or HTTP_PROXY.
 import itertools
 import os
 import re
+import socket
+import threading
 import time
 
 from . import WEBSOCKETD_COMPAT_VERSION, __version__
@@ -20,6 +22,9 @@ GATEWAY_INTERFACE = "websocketd-CGI/0.1"
 _TOKEN = re.compile(r"[A-Za-z0-9-]+\Z")        # header names we map (no "_")
 _CONTROL = str.maketrans({c: " " for c in [*range(0x09), *range(0x0A, 0x20), 0x7F]})
 _unique_counter = itertools.count(1)
+
+#: Seconds --reverselookup waits for reverse DNS before REMOTE_HOST falls back to the address.
+REVERSE_LOOKUP_TIMEOUT = 1.5
 
 
 def unique_id():
@@ -36,9 +41,35 @@ def split_host(host_header, https):
         port = rest[1:] if rest.startswith(":") else ""
     else:
         name, _, port = host.partition(":")
-    if not port.isdigit():
+    if not (port.isascii() and port.isdigit()):
         port = default_port
     return name, port
+
+
+def remote_host(address, reverse_lookup):
+    """REMOTE_HOST: the client's address, or with --reverselookup the name reverse DNS gives.
+
+    The lookup runs in a thread of its own and is given up after
+    REVERSE_LOOKUP_TIMEOUT, so a slow DNS server delays only this connection,
+    by at most that; no lock is held while waiting.
+    """
+    if not reverse_lookup:
+        return address
+    found = []
+    lookup = threading.Thread(target=_reverse_dns, args=(address, found), daemon=True,
+                              name="reverse-lookup")
+    lookup.start()
+    lookup.join(REVERSE_LOOKUP_TIMEOUT)
+    return found[0] if found else address
+
+
+def _reverse_dns(address, found):
+    """getnameinfo, not gethostbyaddr: where the C library has no gethostbyaddr_r (macOS,
+    Windows) CPython runs gethostbyaddr under one global lock, so lookups would queue."""
+    try:
+        found.append(socket.getnameinfo((address, 0), socket.NI_NAMEREQD)[0])
+    except (OSError, UnicodeError):
+        pass  # no name, not an IP address (a Unix socket client), or DNS failed
 
 
 def header_variables(headers):

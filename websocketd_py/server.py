@@ -1,21 +1,24 @@
 """Listeners, the request handler, and the server's start and stop.
 
-One werkzeug threaded server (`make_server`) per --address, on a socket bound
-here (so a busy port is one clear line, and Windows refuses to share it). The
-handler subclass changes what werkzeug's development server does by default:
-no banner, websocketd-format access lines, no tracebacks on stderr, a time
-limit for reading the request, and no HTTP response after a WebSocket session
-(see `app.ConnectionTakenOver`).
+One werkzeug threaded server (`Listener`) per --address, on a socket bound
+here (so a busy port is one clear line, and Windows refuses to share it);
+with --redirport one more per address, and one on --unixsocket. The handler
+subclass changes what werkzeug's development server does by default: no
+banner, websocketd-format access lines, no tracebacks on stderr, a time limit
+for reading the request, and no HTTP response after a WebSocket session (see
+`app.ConnectionTakenOver`). With --ssl each connection's TLS handshake runs
+in its own thread (see `tls`).
 """
 
 import sys
 import threading
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import __version__, oslayer
+from . import __version__, oslayer, tls, unixsocket
 from .app import WebsocketdApp
 from .log import Log
+from .redirect import RedirectApp
 
 #: Seconds a client has to send its request line and headers.
 REQUEST_TIMEOUT = 30
@@ -23,18 +26,25 @@ REQUEST_TIMEOUT = 30
 POLL_INTERVAL = 0.1
 #: How long ending every session may take at shutdown before the rest is killed.
 SHUTDOWN_GRACE = 2.5
+#: REMOTE_ADDR and REMOTE_PORT of a --unixsocket client (nginx also says "unix:").
+UNIX_CLIENT_ADDRESS = ("unix:", "")
 
 
 class RequestHandler(WSGIRequestHandler):
     """werkzeug's handler, quiet, with websocketd-format logs."""
 
     timeout = REQUEST_TIMEOUT
+    # http.server's default, HTTP/0.9, answers an unparsable request line with a bare body;
+    # as in websocketd, it gets a real "HTTP/1.1 400 Bad Request".
+    default_request_version = "HTTP/1.1"
 
     def version_string(self):
         return f"websocketd-py/{__version__}"
 
     def make_environ(self):
         environ = super().make_environ()
+        if self.server.tls_context is not None:  # werkzeug only knows its own ssl_context
+            environ["wsgi.url_scheme"] = "https"
         # The headers as received (order, repeats), for the process environment.
         environ["websocketd_py.headers"] = list(self.headers.items())
         return environ
@@ -43,7 +53,9 @@ class RequestHandler(WSGIRequestHandler):
         try:
             super().handle()
         except Exception as error:  # a handler must never print a traceback and die
-            self.server.log.error("http", f"error while handling a request: {error!r}")
+            self.server.server_log.write("error", "http",
+                                         f"error while handling a request: {error!r}",
+                                         (("remote", self.client_address[0]),))
 
     def connection_dropped(self, error, environ=None):
         self.close_connection = True  # also after a WebSocket session took the socket over
@@ -53,38 +65,124 @@ class RequestHandler(WSGIRequestHandler):
         phrase = self.responses.get(code, ("",))[0] if isinstance(code, int) else ""
         host = self.headers.get("Host", "") if getattr(self, "headers", None) else ""
         path = getattr(self, "path", "") or self.requestline
-        scheme = "https" if self.server.ssl_context else "http"
-        self.server.log.write("access", "http", f"{code} {phrase}".strip(), (
+        scheme = "https" if self.server.tls_context is not None else "http"
+        self.server.server_log.write("access", "http", f"{code} {phrase}".strip(), (
             ("url", f"{scheme}://{host}{path}"), ("remote", self.client_address[0])))
 
     def log_error(self, format, *args):
-        self.server.log.write("debug", "http", format % args,
+        self.server.server_log.write("debug", "http", format % args,
                               (("remote", self.client_address[0]),))
 
     def log_message(self, format, *args):
         self.log_error(format, *args)
 
 
+class Listener(ThreadedWSGIServer):
+    """werkzeug's threaded server on a socket bound by websocketd-py.
+
+    With `tls_context`, the TLS handshake runs in `finish_request`, in the
+    connection's own thread, and not inside accept() as werkzeug's own
+    `ssl_context` would run it (there one silent client stalls everyone).
+    """
+
+    unix_file = None  # (path, inode) of a --unixsocket file, removed at close
+
+    def __init__(self, sock, app, log, shown_host, tls_context=None, unix_file=None):
+        host = f"unix://{unix_file[0]}" if unix_file else sock.getsockname()[0]
+        try:
+            super().__init__(host, 0, app, RequestHandler, fd=sock.fileno())
+        finally:
+            sock.close()  # werkzeug works on its own duplicate of the socket
+        self.server_log = log  # not `log`: werkzeug calls `self.log(type, message)` itself
+        self.shown_host = shown_host
+        self.tls_context = tls_context
+        self.unix_file = unix_file  # only now: werkzeug's __init__ calls server_close()
+
+    def log(self, type, message, *args):
+        """werkzeug's own reports (an exception in the app, a 500) go to the websocketd log."""
+        self.server_log.write("error" if type == "error" else "debug", "http",
+                              message % args if args else message)
+
+    def url(self, scheme):
+        """The URL to show at start: `ws://host:port/`, or `ws+unix://PATH` for a Unix socket."""
+        if self.unix_file:
+            return f"{scheme}+unix://{self.shown_host}"
+        return f"{scheme}://{self.shown_host}:{self.port}/"
+
+    def finish_request(self, request, client_address):
+        """Serve one connection; runs in its own thread, so the TLS handshake is done here."""
+        if self.unix_file:
+            client_address = UNIX_CLIENT_ADDRESS
+        if self.tls_context is None:
+            super().finish_request(request, client_address)
+            return
+        secured = tls.handshake(request, self.tls_context, self.server_log, client_address[0])
+        if secured is not None:
+            try:
+                super().finish_request(secured, client_address)
+            finally:
+                self.shutdown_request(secured)
+
+    def server_close(self):
+        super().server_close()
+        if self.unix_file:
+            unixsocket.remove(*self.unix_file)
+
+
 class ListenError(Exception):
     """A listener could not be opened: one line for the user."""
 
 
-def open_listener(host, port, app, log):
-    """A werkzeug threaded server on `host` (None = every interface) and `port`."""
+def open_listener(host, port, app, log, tls_context=None):
+    """A `Listener` on `host` (None = every interface) and `port`."""
     shown = "*" if host is None else (f"[{host}]" if ":" in host else host)
     try:
         sock = oslayer.listening_socket(host, port)
     except OSError as error:
         raise ListenError(f"cannot listen on {shown}:{port}: {error.strerror or error}"
                           f"{_listen_hint(error, port)}") from None
+    return Listener(sock, app, log, _display_host(host), tls_context)
+
+
+def open_unix_listener(path, app, log):
+    """A `Listener` on the Unix socket `path`; a stale socket file there is replaced."""
     try:
-        bound_host = sock.getsockname()[0]
-        server = make_server(bound_host, port, app, threaded=True,
-                             request_handler=RequestHandler, fd=sock.fileno())
-    finally:
-        sock.close()  # werkzeug works on its own duplicate of the socket
-    server.log = log
-    return server
+        sock, inode = unixsocket.listening_socket(path)
+    except unixsocket.UnixSocketError as error:
+        raise ListenError(str(error)) from None
+    return Listener(sock, app, log, path, unix_file=(path, inode))
+
+
+def open_listeners(config, app, log):
+    """Every listener the flags ask for, in the order the startup lines name them.
+
+    TCP: one per --address (TLS with --ssl), each followed by its --redirport
+    listener; none when --unixsocket is given without --port or --address.
+    """
+    tls_context = None
+    if config.ssl:
+        try:
+            tls_context = tls.server_context(config.sslcert, config.sslkey, config.sslca)
+        except tls.TLSFileError as error:
+            raise ListenError(str(error)) from None
+    listeners = []
+    try:
+        if config.listens_on_tcp:
+            port = config.listen_port
+            for host in config.addresses or (None,):
+                main = open_listener(host, port, app, log, tls_context)
+                listeners.append(main)
+                port = main.port  # with --port=0, every address gets the port the first one got
+                if config.redirport:
+                    redirect = RedirectApp(config.scheme, main.port)
+                    listeners.append(open_listener(host, config.redirport, redirect, log))
+        if config.unixsocket:
+            listeners.append(open_unix_listener(config.unixsocket, app, log))
+    except ListenError:
+        for listener in listeners:
+            listener.server_close()
+        raise
+    return listeners
 
 
 def _listen_hint(error, port):
@@ -111,25 +209,32 @@ def startup_lines(config, listeners):
         lines.append(("Serving from directory      ", config.dir))
     if config.staticdir:
         lines.append(("Serving static content from ", config.staticdir))
-    for host, server in listeners:
-        base = f"{_display_host(host)}:{server.port}"
+    for listener in listeners:
+        if isinstance(listener.app, RedirectApp):  # the label as websocketd words it
+            lines.append(("Starting redirect server   ", listener.url("http")))
+            continue
+        secure = "s" if listener.tls_context is not None else ""
         if config.command or config.dir:
-            lines.append(("Starting WebSocket server   ", f"ws://{base}/"))
+            lines.append(("Starting WebSocket server   ", listener.url("ws" + secure)))
         if config.staticdir or config.devconsole:
             what = "Developer console           " if config.devconsole else "Serving HTTP at             "
-            lines.append((what, f"http://{base}/"))
+            lines.append((what, listener.url("http" + secure)))
     return [f"{label}: {value}" for label, value in lines]
 
 
 def build_app(config, log):
-    static_app = devconsole_page = None
+    """The WSGI app, with the plain-HTTP parts the flags ask for."""
+    static_app = devconsole_page = cgi_scripts = None
     if config.staticdir:
         from .static import StaticFiles
         static_app = StaticFiles(config.staticdir)
     if config.devconsole:
         from .devconsole import page
         devconsole_page = page()
-    return WebsocketdApp(config, log, static_app, devconsole_page)
+    if config.cgidir:
+        from .cgi import CgiScripts
+        cgi_scripts = CgiScripts(config.cgidir, config, log)
+    return WebsocketdApp(config, log, static_app, devconsole_page, cgi_scripts)
 
 
 def run(config):
@@ -137,14 +242,9 @@ def run(config):
     log = Log(config.loglevel)
     oslayer.raise_open_file_limit()
     app = build_app(config, log)
-    hosts = config.addresses or (None,)
-    listeners = []
     try:
-        for host in hosts:
-            listeners.append((host, open_listener(host, config.listen_port, app, log)))
+        listeners = open_listeners(config, app, log)
     except ListenError as error:
-        for _, server in listeners:
-            server.server_close()
         sys.stderr.write(f"websocketd-py: {error}\n")
         return 1
     for line in startup_lines(config, listeners):
@@ -163,12 +263,12 @@ def run(config):
         stop.set()
 
     oslayer.install_shutdown_handlers(on_signal)
-    for _, server in listeners:
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
+    for listener in listeners:
+        threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
                          name="listener", daemon=True).start()
     while not stop.wait(1.0):  # a timed wait, so Ctrl-C is seen on Windows too
         pass
-    shutdown(app, [server for _, server in listeners], log)
+    shutdown(app, listeners, log)
     return 0
 
 

@@ -3,8 +3,9 @@
 Around the middleware: `/` and directories serve their `index.html` (a
 directory without the trailing slash is redirected to it, so relative links
 work), nothing outside the directory is served (symlinks leading out
-included), and every response is revalidated, so a changed file shows on
-reload during a demo.
+included, an `index.html` too), HEAD gets no body, and every response is
+revalidated (`max-age=0` with an ETag from the file's size and mtime), so a
+changed file shows on reload during a demo.
 """
 
 import os
@@ -36,15 +37,25 @@ class StaticFiles:
             return _not_found(environ, start_response)
         if os.path.isdir(target):
             if not path.endswith("/"):
-                location = quote(path + "/")
-                if environ.get("QUERY_STRING"):
-                    location += "?" + environ["QUERY_STRING"]
-                return Response("", 301, headers=[("Location", location)])(
-                    environ, start_response)
-            if not os.path.isfile(os.path.join(target, "index.html")):
+                return self._redirect_to_directory(environ, start_response, path)
+            index = self._inside(path + "index.html")
+            if index is None or not os.path.isfile(index):
                 return _not_found(environ, start_response)
             environ = dict(environ, PATH_INFO=environ["PATH_INFO"] + "index.html")
-        return self.files(environ, start_response)
+        body = self.files(environ, start_response)
+        if environ["REQUEST_METHOD"] == "HEAD":  # SharedDataMiddleware would send the file
+            if hasattr(body, "close"):
+                body.close()
+            return []
+        return body
+
+    @staticmethod
+    def _redirect_to_directory(environ, start_response, path):
+        """301 to `path/`, as a path of this server (`//host` in it must not name another one)."""
+        location = quote("/" + "/".join(p for p in path.split("/") if p) + "/")
+        if environ.get("QUERY_STRING"):
+            location += "?" + environ["QUERY_STRING"]
+        return Response("", 301, headers=[("Location", location)])(environ, start_response)
 
     def _inside(self, path):
         """The real file system path for a URL path, or None if it is not inside the root."""

@@ -1,0 +1,79 @@
+"""Listeners and bad input: one listener per --address, IPv4 and IPv6, nothing leaks."""
+
+import socket
+import struct
+
+import pytest
+from websockets.sync.client import connect
+
+from conftest import children_of, wait_for
+from test_session import receive_all
+
+HAS_IPV6 = socket.has_ipv6
+
+
+def ipv6_loopback_works():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def echo_once(url):
+    with connect(url, open_timeout=10) as ws:
+        ws.send("ping")
+        return ws.recv(timeout=10)
+
+
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback here")
+def test_one_listener_per_address_ipv4_and_ipv6(server):
+    srv = server("--address=[::1]", "cat")  # the fixture adds --address=127.0.0.1
+    assert echo_once(srv.url()) == "ping"
+    assert echo_once(f"ws://[::1]:{srv.port}/") == "ping"
+    srv.wait_log(r"ws://\[::1\]:\d+/")
+
+
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback here")
+def test_default_listens_on_every_interface_ipv4_and_ipv6(server):
+    srv = server("--port=0", "cat", port_flag=False, wait=False)
+    srv.port = int(srv.wait_log(r"ws://localhost:(\d+)/").group(1))
+    assert echo_once(f"ws://127.0.0.1:{srv.port}/") == "ping"
+    assert echo_once(f"ws://[::1]:{srv.port}/") == "ping"
+
+
+def test_no_development_server_banner(server):
+    srv = server("cat")
+    assert echo_once(srv.url()) == "ping"
+    srv.stop()
+    assert srv.stderr_lines == []
+    assert not any("WARNING" in line or "Running on" in line for line in srv.lines)
+
+
+def test_program_that_exits_at_once(server):
+    srv = server("true")
+    with connect(srv.url()) as ws:
+        assert receive_all(ws)[:2] == ([], 1000)
+
+
+def test_client_vanishing_mid_message_leaves_nothing(server):
+    """Half a frame, then a TCP reset: the session ends and its process is stopped."""
+    srv = server("cat")
+    with connect(srv.url()) as ws:
+        ws.send("warm-up")
+        assert ws.recv(timeout=10) == "warm-up"
+        header = bytes([0x81, 0x80 | 126]) + struct.pack("!H", 1000) + b"\x00\x00\x00\x00"
+        ws.socket.sendall(header + b"only part of it")
+        ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        ws.socket.close()
+    srv.wait_log(r"DISCONNECT")
+    wait_for(lambda: children_of(srv.proc.pid) == [], message="the cat process to be stopped")
+
+
+def test_request_that_is_not_http_gets_400_and_the_server_goes_on(server):
+    srv = server("cat")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+    assert echo_once(srv.url()) == "ping"

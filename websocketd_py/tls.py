@@ -1,0 +1,121 @@
+"""--ssl: the TLS context from --sslcert/--sslkey/--sslca, and the handshake of each connection.
+
+werkzeug's own `ssl_context` wraps the listening socket, so the handshake runs
+inside accept(): one client that connects and sends nothing stops every other
+client from being accepted. Here the listeners accept plain sockets and
+`handshake()` runs in the connection's own thread, with a time limit.
+"""
+
+import socket
+import ssl
+
+#: Seconds a client has to complete the TLS handshake.
+HANDSHAKE_TIMEOUT = 10
+
+
+class TLSFileError(Exception):
+    """A certificate, key or CA file that cannot be used: one line naming it."""
+
+
+class _EncryptedKey(Exception):
+    """The key file asked for a passphrase (we never prompt for one)."""
+
+
+class _TLSSocket(ssl.SSLSocket):
+    """An SSLSocket whose shutdown() keeps the TLS layer.
+
+    `ssl.SSLSocket.shutdown` drops its TLS object before shutting the socket
+    down, so a send racing with it from another thread (a session's writer
+    while the reader aborts the connection) could go out in cleartext. Here
+    such a send fails like any send on a shut-down socket.
+    """
+
+    def shutdown(self, how):
+        socket.socket.shutdown(self, how)
+
+
+def server_context(certfile, keyfile, cafile=None):
+    """The SSLContext for the TCP listeners; TLSFileError if a file is missing or wrong.
+
+    With `cafile`, clients must present a certificate signed by that CA.
+    """
+    for flag, path in (("sslcert", certfile), ("sslkey", keyfile), ("sslca", cafile)):
+        if path is not None:
+            _check_readable(flag, path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.sslsocket_class = _TLSSocket
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(certfile, keyfile, password=_refuse_passphrase)
+    except _EncryptedKey:
+        raise TLSFileError(f"--sslkey={keyfile} is protected by a passphrase; give an "
+                           f"unencrypted key (openssl pkey -in {keyfile} -out key.pem)") from None
+    except ssl.SSLError as error:
+        raise TLSFileError(_explain_chain_error(error, certfile, keyfile)) from None
+    if cafile is not None:
+        try:
+            context.load_verify_locations(cafile=cafile)
+        except ssl.SSLError:
+            raise TLSFileError(f"--sslca={cafile} holds no PEM CA certificate") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _check_readable(flag, path):
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise TLSFileError(f"cannot read --{flag}={path}: {error.strerror or error}") from None
+
+
+def _refuse_passphrase():
+    raise _EncryptedKey()
+
+
+def _explain_chain_error(error, certfile, keyfile):
+    if error.reason == "KEY_VALUES_MISMATCH":
+        return f"--sslkey={keyfile} is not the private key of --sslcert={certfile}"
+    if not _holds(certfile, b"-----BEGIN CERTIFICATE-----"):
+        return f"--sslcert={certfile} holds no PEM certificate"
+    if not _holds(keyfile, b"PRIVATE KEY-----"):
+        return f"--sslkey={keyfile} holds no PEM private key"
+    return f"cannot use --sslcert={certfile} with --sslkey={keyfile}: {error}"
+
+
+def _holds(path, marker):
+    with open(path, "rb") as file:
+        return marker in file.read()
+
+
+def handshake(sock, context, log, remote):
+    """The TLS socket over a freshly accepted `sock`, or None after a failed handshake.
+
+    Runs in the connection's own thread. A failure is logged (ERROR when the
+    client spoke something else than TLS or was refused, DEBUG when it just
+    went away or stayed silent) and the connection closed, without a traceback.
+    """
+    tls_sock = None
+    try:
+        tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        tls_sock.settimeout(HANDSHAKE_TIMEOUT)
+        tls_sock.do_handshake()
+        return tls_sock
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError, socket.timeout) as error:
+        log.write("debug", "tls", f"TLS handshake not completed: {error}", (("remote", remote),))
+    except OSError as error:
+        log.write("error", "tls", f"TLS handshake failed: {_explain_handshake_error(error)}",
+                  (("remote", remote),))
+    (tls_sock or sock).close()
+    return None
+
+
+_HANDSHAKE_REASONS = {
+    "HTTP_REQUEST": "the client sent plain HTTP to a TLS port (use https:// or wss://)",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client sent no certificate (--sslca requires one)",
+    "CERTIFICATE_VERIFY_FAILED": "the client certificate is not signed by the --sslca CA",
+}
+
+
+def _explain_handshake_error(error):
+    return _HANDSHAKE_REASONS.get(getattr(error, "reason", None), str(error))
