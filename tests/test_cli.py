@@ -201,24 +201,15 @@ def test_parse_args_resolves_command_on_path_and_keeps_its_argv():
 
 @pytest.mark.parametrize("value", [
     "eighty", "1.5", "", "8080x", "0x", "1e3",
-    pytest.param(" 80", marks=pytest.mark.xfail(strict=True, reason=(
-        "cli.parse_flags uses int(value, 10), which strips whitespace; Go's flag "
-        "package rejects ' 80' ('parse error'), websocketd-py silently takes 80"))),
-    pytest.param("80\n", marks=pytest.mark.xfail(strict=True, reason=(
-        "int(value, 10) strips whitespace: '80\\n' is accepted; Go rejects it"))),
-    pytest.param("\u0668\u0660", marks=pytest.mark.xfail(strict=True, reason=(
-        "int(value, 10) accepts any Unicode decimal digits: Arabic-Indic '٨٠' becomes "
-        "port 80; Go accepts ASCII digits only"))),
+    " 80",
+    "80\n",
+    "\u0668\u0660",
 ])
 def test_bad_int_is_a_usage_error(value):
     with pytest.raises(UsageError, match="-port"):
         parse(f"--port={value}", "echo")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Go's flag.Int parses with strconv.ParseInt(s, 0, 64): 0x1F90, 0o17, 0b11 and the "
-    "octal 017 are accepted (websocketd --port=0x4653 listens on 18003); cli.parse_flags "
-    "uses int(value, 10), so 0x/0o/0b are refused and 017 silently means 17, not 15"))
 @pytest.mark.parametrize("text, number", [("0x1F90", 8080), ("0o17", 15), ("0b11", 3),
                                           ("017", 15)])
 def test_go_base_prefixed_ints_are_accepted(text, number):
@@ -461,12 +452,6 @@ cli.main()
 
 
 @pytest.mark.skipif(not IS_POSIX, reason="SIGTERM semantics are POSIX")
-@pytest.mark.xfail(strict=True, reason=(
-    "server.run() logs the 'Starting WebSocket server' line before it calls "
-    "oslayer.install_shutdown_handlers(), so a SIGTERM sent as soon as the server says it "
-    "is ready kills it with the default action (exit -15, no 'shutting down'/'stopped', "
-    "sessions not ended); without the injected delay it happened in 15 of 40 'start, wait for "
-    "the ready line, SIGTERM' cycles with conftest's Server"))
 def test_sigterm_right_after_the_ready_line_is_a_clean_shutdown():
     proc = subprocess.Popen([PY, "-c", _SLOW_HANDLERS, "--port=0", "--address=127.0.0.1",
                              "echo", "hi"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

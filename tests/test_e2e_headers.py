@@ -92,8 +92,6 @@ def test_devconsole_page_gets_header_and_header_http(server):
     assert_plain_headers(*response_head(srv.port, "GET", "/any/path"), 200)
 
 
-@pytest.mark.xfail(strict=True, reason="http.server's own error responses bypass the app: needs "
-                                       "RequestHandler.send_error to add app.http_headers")
 def test_malformed_request_errors_get_header_and_header_http(server):
     srv = server(*HEADER_FLAGS, "cat")
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:

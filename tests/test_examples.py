@@ -292,8 +292,6 @@ def test_cgi_scripts_answer_plain_http(server):
     assert status == 200 and "<p>Hello, &lt;b&gt;Ann Lee!</p>" in page
 
 
-@pytest.mark.xfail(strict=True, reason="websocketd-py logs nothing at start with --cgidir alone "
-                   "(startup_lines in server.py ignores cgidir), so the URL to open is not shown")
 def test_cgidir_alone_logs_the_url_to_open(server):
     need_flag("cgidir")
     srv = _cgi_server(server)

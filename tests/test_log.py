@@ -371,10 +371,6 @@ def test_non_string_message_is_written():
     assert entries_of(stream)[0]["message"] == "x y"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "log.Log.write sanitises only the message: field values (url, command, origin...) "
-    "are written raw, so a value holding a newline (e.g. a --dir script whose file name "
-    "contains one, reached as /a%0Ab) splits one entry over two lines"))
 def test_control_characters_in_field_values_are_replaced_too():
     stream = io.StringIO()
     Log("debug", stream).write("access", "session", "CONNECT",
@@ -383,10 +379,6 @@ def test_control_characters_in_field_values_are_replaced_too():
     assert entries_of(stream)[0]["fields"] == {"command": "/srv/a b", "origin": "x y [2J"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "log._ONE_LINE replaces only C0 controls and DEL; NEL (U+0085, a C1 control), "
-    "LINE SEPARATOR (U+2028) and PARAGRAPH SEPARATOR (U+2029) pass through, and "
-    "str.splitlines() (and other Unicode-aware readers) split the entry there"))
 def test_unicode_line_breaks_in_messages_are_replaced():
     stream = io.StringIO()
     Log("debug", stream).write("error", "stderr", "a\x85b\u2028c\u2029d")
@@ -475,12 +467,6 @@ def _main_thread_in_write(pid):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc to fill the pipe")
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "server.run's signal handler (on_signal) calls log.write, which takes Log._lock, a "
-    "non-reentrant threading.Lock. A second SIGTERM/SIGINT that arrives while the main "
-    "thread is inside log.write (here: the first handler blocked on a full stdout pipe; "
-    "also the 'stopped' line, or startup lines if handlers are installed earlier) runs the "
-    "handler again in the same thread, which waits for the lock forever: the server hangs"))
 def test_second_signal_while_stdout_is_blocked_does_not_deadlock():
     read_end, write_end = os.pipe()
     proc = subprocess.Popen([sys.executable, "-m", "websocketd_py", "--port=0",

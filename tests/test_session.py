@@ -282,7 +282,9 @@ def test_backpressure_slow_process_stops_reading_the_client(server):
         # the client vanishes (TCP reset) while the server waits for the process:
         # the session still ends and the process is stopped
         ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        ws.socket.shutdown(socket.SHUT_RD)  # wakes the blocked flood thread; the close sends RST
+        # shutdown wakes the flood thread blocked in send (a close alone would not, and the
+        # socket, still in use, would never be released); the close then sends the RST
+        ws.socket.shutdown(socket.SHUT_RDWR)
         ws.socket.close()
         srv.wait_log(r"DISCONNECT", timeout=10)
         assert children_of(srv.proc.pid) == []

@@ -214,30 +214,33 @@ class ForkSlot:
 
 
 class ActiveSessions:
-    """The sessions now running, for shutdown and for --pingms."""
+    """What is running now (sessions, or CGI processes), for shutdown and for --pingms.
+
+    `snapshot()` takes no lock (the set is replaced, never changed in place),
+    so a signal handler may call it.
+    """
 
     def __init__(self):
-        self._sessions = set()
+        self._items = frozenset()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
 
-    def add(self, session):
+    def add(self, item):
         with self._lock:
-            self._sessions.add(session)
+            self._items = self._items | {item}
 
-    def remove(self, session):
+    def remove(self, item):
         with self._lock:
-            self._sessions.discard(session)
-            if not self._sessions:
+            self._items = self._items - {item}
+            if not self._items:
                 self._idle.notify_all()
 
     def snapshot(self):
-        with self._lock:
-            return list(self._sessions)
+        return self._items
 
     def wait_empty(self, timeout):
         with self._lock:
-            return self._idle.wait_for(lambda: not self._sessions, timeout)
+            return self._idle.wait_for(lambda: not self._items, timeout)
 
 
 class WebsocketdApp:

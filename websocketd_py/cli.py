@@ -101,6 +101,20 @@ _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 
 
+def go_int(text):
+    """An integer as Go's flag package reads one (strconv.ParseInt base 0).
+
+    0x1F90, 0o17, 0b11 and 017 (octal) are numbers; spaces and non-ASCII digits are not.
+    """
+    sign, digits = (text[0], text[1:]) if text[:1] in ("+", "-") else ("", text)
+    if not (digits.isascii() and digits[:1].isdigit() and digits == digits.strip()):
+        raise ValueError(text)
+    if len(digits) > 1 and digits[0] == "0" and digits[1] not in "xXoObB":
+        digits = "0o" + digits[1:]  # Go's legacy octal
+    value = int(digits, 0)
+    return -value if sign == "-" else value
+
+
 def help_text():
     lines = [USAGE]
     for name, (kind, text) in FLAGS.items():
@@ -151,7 +165,7 @@ def parse_flags(argv):
             index += 1
         if kind == "int":
             try:
-                values[name] = int(value, 10)
+                values[name] = go_int(value)
             except ValueError:
                 raise UsageError(f"invalid value {value!r} for -{name}: "
                                  "expected a whole number") from None

@@ -18,8 +18,8 @@ _RANK["none"] = len(LEVELS)
 
 DEBUG, TRACE, ACCESS, INFO, ERROR, FATAL = LEVELS
 
-# Control characters would break the one-line-per-entry format.
-_ONE_LINE = str.maketrans({c: " " for c in [*range(0x20), 0x7F]})
+# Control characters and Unicode line breaks would break the one-line-per-entry format.
+_ONE_LINE = str.maketrans({c: " " for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]})
 
 
 def _timestamp():
@@ -41,7 +41,7 @@ class Log:
         """Write one entry if `level` passes the threshold; `fields` is (key, value) pairs."""
         if _RANK[level] < self.threshold:
             return
-        pairs = " ".join(f"{key}:'{value}'" for key, value in fields)
+        pairs = " ".join(f"{key}:'{str(value).translate(_ONE_LINE)}'" for key, value in fields)
         line = (
             f"{_timestamp()} | {level.upper():<6} | {category:<10} | {pairs} | "
             f"{str(message).translate(_ONE_LINE)}\n"

@@ -10,8 +10,10 @@ for reading the request, and no HTTP response after a WebSocket session (see
 in its own thread (see `tls`).
 """
 
+import os
 import sys
 import threading
+import time
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
@@ -75,6 +77,23 @@ class RequestHandler(WSGIRequestHandler):
 
     def log_message(self, format, *args):
         self.log_error(format, *args)
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (bad request line, headers too long) get --header(-http) too."""
+        extra = getattr(self.server.app, "http_headers", ())
+        if not extra:
+            return super().send_error(code, message, explain)
+        plain_end_headers = self.end_headers
+
+        def end_headers_with_extra():
+            for name, value in extra:
+                self.send_header(name, value)
+            plain_end_headers()
+        self.end_headers = end_headers_with_extra
+        try:
+            return super().send_error(code, message, explain)
+        finally:
+            del self.end_headers
 
 
 class Listener(ThreadedWSGIServer):
@@ -209,6 +228,8 @@ def startup_lines(config, listeners):
         lines.append(("Serving from directory      ", config.dir))
     if config.staticdir:
         lines.append(("Serving static content from ", config.staticdir))
+    if config.cgidir:
+        lines.append(("Serving CGI scripts from    ", config.cgidir))
     for listener in listeners:
         if isinstance(listener.app, RedirectApp):  # the label as websocketd words it
             lines.append(("Starting redirect server   ", listener.url("http")))
@@ -216,7 +237,7 @@ def startup_lines(config, listeners):
         secure = "s" if listener.tls_context is not None else ""
         if config.command or config.dir:
             lines.append(("Starting WebSocket server   ", listener.url("ws" + secure)))
-        if config.staticdir or config.devconsole:
+        if config.staticdir or config.cgidir or config.devconsole:
             what = "Developer console           " if config.devconsole else "Serving HTTP at             "
             lines.append((what, listener.url("http" + secure)))
     return [f"{label}: {value}" for label, value in lines]
@@ -237,8 +258,35 @@ def build_app(config, log):
     return WebsocketdApp(config, log, static_app, devconsole_page, cgi_scripts)
 
 
+class ShutdownRequest:
+    """Ctrl-C, SIGTERM, SIGHUP (Windows: Ctrl-Break, console close): the first asks for a
+    clean shutdown, a second one ends everything at once.
+
+    Installed before anything is served, so a signal right after the ready
+    line is still a clean stop. The handler only records the signal and takes
+    no lock: it runs in the main thread, possibly in the middle of a log write.
+    """
+
+    def __init__(self):
+        self.signal_name = None
+        self.on_second_signal = None
+        oslayer.install_shutdown_handlers(self._on_signal)
+
+    def _on_signal(self, name):
+        if self.signal_name is not None and self.on_second_signal is not None:
+            self.on_second_signal(name)
+        self.signal_name = name
+
+    def wait(self):
+        """Block until the first signal; its name. A short sleep, so Windows sees Ctrl-C too."""
+        while self.signal_name is None:
+            time.sleep(0.1)
+        return self.signal_name
+
+
 def run(config):
     """Serve until Ctrl-C or SIGTERM, then end every session; the exit status."""
+    request = ShutdownRequest()
     log = Log(config.loglevel)
     oslayer.raise_open_file_limit()
     app = build_app(config, log)
@@ -247,33 +295,20 @@ def run(config):
     except ListenError as error:
         sys.stderr.write(f"websocketd-py: {error}\n")
         return 1
-    for line in startup_lines(config, listeners):
-        log.write("info", "server", line)
-
-    stop = threading.Event()
-
-    def on_signal(name):
-        if stop.is_set():  # a second Ctrl-C: no more waiting
-            _kill_all(app)
-            log.write("info", "server", f"{name} again: exiting now")
-            sys.stdout.flush()
-            import os
-            os._exit(1)
-        log.write("info", "server", f"{name} received: shutting down")
-        stop.set()
-
-    oslayer.install_shutdown_handlers(on_signal)
+    request.on_second_signal = lambda name: _exit_now(app, name)
     for listener in listeners:
         threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
                          name="listener", daemon=True).start()
-    while not stop.wait(1.0):  # a timed wait, so Ctrl-C is seen on Windows too
-        pass
+    for line in startup_lines(config, listeners):
+        log.write("info", "server", line)
+    name = request.wait()
+    log.write("info", "server", f"{name} received: shutting down")
     shutdown(app, listeners, log)
     return 0
 
 
 def shutdown(app, servers, log):
-    """Stop accepting, end every session in parallel, and leave no child behind."""
+    """Stop accepting, end every session and CGI script in parallel, and leave no child behind."""
     app.closing = True
     stoppers = [threading.Thread(target=server.shutdown) for server in servers]
     for thread in stoppers:
@@ -284,6 +319,8 @@ def shutdown(app, servers, log):
         server.server_close()
     for session in app.sessions.snapshot():
         session.shutdown()
+    if app.cgi_scripts is not None:
+        app.cgi_scripts.stop_all()  # meanwhile the sessions end in their own threads
     if not app.sessions.wait_empty(SHUTDOWN_GRACE):
         _kill_all(app)
         app.sessions.wait_empty(0.5)
@@ -291,6 +328,19 @@ def shutdown(app, servers, log):
 
 
 def _kill_all(app):
+    """SIGKILL every process group the server started. Takes no lock (see ShutdownRequest)."""
     for session in app.sessions.snapshot():
         session.process.kill_group()
         session.websocket.abort()
+    if app.cgi_scripts is not None:
+        for process in app.cgi_scripts.running.snapshot():
+            process.kill_group()
+
+
+def _exit_now(app, name):
+    """A second Ctrl-C: kill everything and exit without waiting (or logging through a lock)."""
+    _kill_all(app)
+    try:
+        os.write(2, f"websocketd-py: {name} again: exiting now\n".encode())
+    finally:
+        os._exit(1)
