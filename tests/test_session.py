@@ -371,3 +371,19 @@ def test_sigterm_and_sigint_end_every_session_and_exit_0(server):
             _, code, _ = receive_all(ws)
             assert code in (1001, 1006)
             ws.close()
+
+
+def test_a_silent_program_gets_one_buffering_hint_in_the_log(server):
+    srv = server("sh", "-c", "sleep 30")
+    with connect(srv.url()):
+        srv.wait_log(r"\| INFO   \| session    \| .* \| no output from the program yet: .*flush")
+        with pytest.raises(pytest.fail.Exception):
+            srv.wait_log(r"no output from the program yet", count=2, timeout=4)
+
+
+def test_a_program_that_prints_gets_no_buffering_hint(server):
+    srv = server("sh", "-c", "echo hello; sleep 30")
+    with connect(srv.url()) as ws:
+        assert ws.recv(timeout=10) == "hello"
+        with pytest.raises(pytest.fail.Exception):
+            srv.wait_log(r"no output from the program yet", timeout=4)

@@ -24,6 +24,15 @@ from .session import Session
 from .websocket import CloseReason, WebSocket
 
 
+#: Seconds of silence from a running program before the log suggests it may be buffering.
+BUFFERING_HINT_AFTER = 3.0
+BUFFERING_HINT = (
+    "no output from the program yet: if it has printed something, it is probably waiting in "
+    "a buffer (stdout is a pipe, not a terminal). Flush after each line: Python print(..., "
+    "flush=True) or python -u, C fflush(stdout), Perl $| = 1, Ruby $stdout.sync = true, "
+    "or run it under stdbuf -oL")
+
+
 class ConnectionTakenOver(ConnectionError):
     """Raised to the handler after a WebSocket session: the socket was used, write no response.
 
@@ -257,8 +266,7 @@ class WebsocketdApp:
         #: --header and --header-http: on every response but the 101.
         self.http_headers = list(config.headers + config.headers_http)
         self.closing = False  # set at shutdown: no new sessions
-        if config.pingms > 0:
-            threading.Thread(target=self._ping_forever, name="pinger", daemon=True).start()
+        threading.Thread(target=self._watch_sessions, name="session-watcher", daemon=True).start()
 
     def __call__(self, environ, start_response):
         start_response = self._with_headers(start_response)
@@ -377,21 +385,34 @@ class WebsocketdApp:
             request_uri=request_target(environ), unique_id=environment.unique_id(),
             headers=tuple(environ.get("websocketd_py.headers", ())))
 
-    def _ping_forever(self):
-        interval = self.config.pingms / 1000.0
+    def _watch_sessions(self):
+        """One thread for all sessions: --pingms pings and timeouts, and the buffering hint."""
+        ping_interval = self.config.pingms / 1000.0
+        interval = min(ping_interval or BUFFERING_HINT_AFTER, BUFFERING_HINT_AFTER) / 2
+        next_ping = time.monotonic() + ping_interval
         while True:
             time.sleep(interval)
-            deadline = time.monotonic() - 2 * interval
-            for session in self.sessions.snapshot():
-                websocket = session.websocket
-                if session.waiting_for_process:  # not reading the client: not its fault
-                    websocket.last_heard = time.monotonic()
-                elif websocket.last_heard < deadline:
-                    session.log.info("session", "no answer to pings: closing")
-                    websocket.close(CloseReason.POLICY_VIOLATION, "ping timeout", timeout=0.1)
-                    websocket.abort()
-                else:
-                    websocket.ping()
+            now = time.monotonic()
+            sessions = self.sessions.snapshot()
+            for session in sessions:
+                if session.silent_since(now - BUFFERING_HINT_AFTER):
+                    session.log.info("session", BUFFERING_HINT)
+            if ping_interval and now >= next_ping:
+                next_ping = now + ping_interval
+                for session in sessions:
+                    self._ping(session, now - 2 * ping_interval)
+
+    @staticmethod
+    def _ping(session, deadline):
+        websocket = session.websocket
+        if session.waiting_for_process:  # not reading the client: not its fault
+            websocket.last_heard = time.monotonic()
+        elif websocket.last_heard < deadline:
+            session.log.info("session", "no answer to pings: closing")
+            websocket.close(CloseReason.POLICY_VIOLATION, "ping timeout", timeout=0.1)
+            websocket.abort()
+        else:
+            websocket.ping()
 
     # -- headers and logs ----------------------------------------------------------
 

@@ -96,6 +96,11 @@ class ChildProcess:
         self._exited.set()
         return status
 
+    @property
+    def running(self):
+        """False once `wait()` has seen the process exit (no system call: any thread may ask)."""
+        return not self._exited.is_set()
+
     def alive(self):
         return oslayer.group_alive(self.popen)
 

@@ -20,6 +20,7 @@ whose clients see 1006.
 
 import os
 import threading
+import time
 
 from . import framing, oslayer
 from .websocket import CloseReason
@@ -40,6 +41,8 @@ class Session:
         self.config = config
         self.log = log
         self.waiting_for_process = False  # the reader waits for the process to read stdin
+        self.started = time.monotonic()
+        self._quiet = True                # no stdout yet, and no buffering hint given
         self._reader_done = threading.Event()
         self._stderr_thread = None
 
@@ -57,6 +60,13 @@ class Session:
         self.process.kill_group()
         self.process.close_pipes()
         self.websocket.release()
+
+    def silent_since(self, moment):
+        """True once, if the program started before `moment`, runs, and has printed nothing."""
+        if self._quiet and self.started < moment and self.process.running:
+            self._quiet = False
+            return True
+        return False
 
     def shutdown(self):
         """End the session as if the client had left, but with 1001 (server going away)."""
@@ -119,6 +129,7 @@ class Session:
                 chunk = b""
             if not chunk:
                 break
+            self._quiet = False
             out = frames(chunk)
             if out and sending:
                 sending = self.websocket.send_frames(out)
