@@ -27,6 +27,11 @@ FAIL = "fail"     # (FAIL, code, reason): the connection must be closed with thi
 
 NO_STATUS = 1005
 
+#: Binary frames up to this size are passed on whole (one write to the process, so
+#: a message comes back through `cat` whole); larger ones, and text frames (whose
+#: UTF-8 is checked as it arrives, to fail fast), are streamed as they arrive.
+WHOLE_FRAME_LIMIT = 256 * 1024
+
 _FREE_CLOSE_CODES = range(3000, 5000)   # for libraries and applications
 _DEFINED_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
 
@@ -123,6 +128,11 @@ class ClientFrameParser:
                     self._done = True
                     return
                 continue
+            self._check_data_frame(opcode, length)
+            binary = (opcode or self._message_opcode) == OP_BINARY
+            if binary and length <= WHOLE_FRAME_LIMIT and end - pos < length:
+                self._pending = data[frame_start:]
+                return
             self._start_frame(events, fin, opcode, length, mask)
 
     def _header(self, data, pos, end):
@@ -172,18 +182,24 @@ class ClientFrameParser:
             return True
         return False
 
-    def _start_frame(self, events, fin, opcode, length, mask):
+    def _check_data_frame(self, opcode, length):
+        """Fail a data frame that breaks fragmentation rules or the size limit (header only)."""
         if opcode == OP_CONTINUATION:
             if self._message_opcode is None:
                 raise _Fail(1002, "continuation frame without a message to continue")
+            size = self._message_size + length
         else:
             if self._message_opcode is not None:
                 raise _Fail(1002, "new message before the fragmented one ended")
+            size = length
+        if self.max_message_size and size > self.max_message_size:
+            raise _Fail(1009, f"message over {self.max_message_size} bytes")
+
+    def _start_frame(self, events, fin, opcode, length, mask):
+        if opcode != OP_CONTINUATION:
             self._message_opcode = opcode
             self._message_size = 0
         self._message_size += length
-        if self.max_message_size and self._message_size > self.max_message_size:
-            raise _Fail(1009, f"message over {self.max_message_size} bytes")
         self._remaining, self._mask, self._mask_offset, self._frame_fin = length, mask, 0, fin
         if not length:
             self._deliver(events, b"", fin)

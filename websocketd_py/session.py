@@ -101,7 +101,7 @@ class Session:
         finally:
             self._reader_done.set()
         # The client left (or broke the protocol): the process ends on the stop schedule.
-        self.websocket.abort()
+        self.websocket.stop_sending()
         self.process.stop(self.config.closems)
 
     def _wait_stdin(self, fd):

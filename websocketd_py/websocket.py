@@ -31,6 +31,8 @@ from . import protocol
 from .framing import frame
 
 RECEIVE_BYTES = 65536
+#: At the end of a session, how long the client's last bytes are waited for (see `release`).
+LINGER = 1.0
 _MAX_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
 
 
@@ -49,7 +51,7 @@ class _NoBackgroundThread:
 class WebSocket(simple_websocket.Server):
     """A server-side WebSocket on a socket werkzeug handed over."""
 
-    def __init__(self, environ, extra_headers=(), max_message_size=0):
+    def __init__(self, environ, extra_headers=(), max_message_size=0, subprotocols=()):
         self.extra_headers = [(name.encode("latin-1"), value.encode("latin-1"))
                               for name, value in extra_headers]
         self._send_lock = threading.Lock()
@@ -57,7 +59,8 @@ class WebSocket(simple_websocket.Server):
         self._parser = protocol.ClientFrameParser(max_message_size)
         self.close_code = None        # the first close code sent or received; 1006 if none
         self.last_heard = time.monotonic()
-        super().__init__(environ, receive_bytes=RECEIVE_BYTES, thread_class=_NoBackgroundThread)
+        super().__init__(environ, subprotocols=list(subprotocols), receive_bytes=RECEIVE_BYTES,
+                         thread_class=_NoBackgroundThread)
         self.sock.settimeout(None)    # the request-header timeout does not apply any more
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -154,9 +157,29 @@ class WebSocket(simple_websocket.Server):
         except OSError:
             pass
 
-    def release(self):
-        """Close the socket for good (the session is over)."""
-        self.abort()
+    def stop_sending(self):
+        """Half-close: FIN after our last frame; a send blocked on a slow client returns at once."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def release(self, linger=LINGER):
+        """Close the socket for good (the session is over).
+
+        What the client still sends is read and dropped for up to `linger`
+        seconds first: closing with unread input resets the connection, and
+        the reset can destroy our close frame before the client has read it.
+        """
+        self.stop_sending()
+        deadline = time.monotonic() + linger
+        try:
+            while time.monotonic() < deadline:
+                self.sock.settimeout(max(0.0, deadline - time.monotonic()))
+                if not self.sock.recv(RECEIVE_BYTES):
+                    break
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
