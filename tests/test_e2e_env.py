@@ -32,6 +32,8 @@ STANDARD = {
     "SERVER_PORT", "REMOTE_ADDR", "REMOTE_PORT", "REMOTE_HOST", "SCRIPT_NAME", "PATH_INFO",
     "PATH_TRANSLATED", "QUERY_STRING", "REQUEST_URI", "UNIQUE_ID", "AUTH_TYPE",
     "CONTENT_LENGTH", "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_USER"}
+#: Set for every process unless --passenv passes the server's own (see test_buffering).
+DEFAULTS = {"PYTHONUNBUFFERED"}
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
@@ -149,7 +151,7 @@ def test_every_variable_for_one_connection(server):
     env, client_port, request = env_over_websockets(srv, "/some/path%20x?a=1&b=%20c")
     header_names = {"HTTP_" + name.upper().replace("-", "_") for name in request.headers}
     passed = {name for name in ("PATH", "LD_LIBRARY_PATH") if os.environ.get(name)}
-    assert set(env) == STANDARD | header_names | passed
+    assert set(env) == STANDARD | header_names | passed | DEFAULTS
 
     assert env["SERVER_SOFTWARE"].startswith("websocketd/")
     assert "websocketd-py" in env["SERVER_SOFTWARE"]
@@ -333,7 +335,7 @@ def test_default_passenv_is_path_and_ld_library_path_only(server, tmp_path):
         SERVER_NAME="evil", HTTP_X_FROM_SERVER="evil"))
     env, _, request = env_over_websockets(srv)
     header_names = {"HTTP_" + name.upper().replace("-", "_") for name in request.headers}
-    assert set(env) == STANDARD | header_names | {"PATH", "LD_LIBRARY_PATH"}
+    assert set(env) == STANDARD | header_names | {"PATH", "LD_LIBRARY_PATH"} | DEFAULTS
     assert env["PATH"] == os.environ["PATH"]
     assert env["LD_LIBRARY_PATH"] == library_path
     assert env["SERVER_NAME"] == "127.0.0.1"
@@ -346,7 +348,7 @@ def test_passenv_passes_exactly_the_listed_non_empty_variables(server, tmp_path)
                                         REMOTE_ADDR="6.6.6.6"))
     env, _, request = env_over_websockets(srv)
     header_names = {"HTTP_" + name.upper().replace("-", "_") for name in request.headers}
-    assert set(env) == STANDARD | header_names | {"PATH", "FOO"}
+    assert set(env) == STANDARD | header_names | {"PATH", "FOO"} | DEFAULTS
     assert env["FOO"] == "foo value=1"
     assert env["PATH"] == os.environ["PATH"]
     assert env["REMOTE_ADDR"] == "127.0.0.1"  # the request's, not the server's

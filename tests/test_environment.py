@@ -186,6 +186,7 @@ def test_build_gives_exactly_the_cgi_variables():
     assert env == {
         "PATH": "/usr/bin:/bin",
         "FOO": "bar",
+        "PYTHONUNBUFFERED": "1",
         "SERVER_SOFTWARE": f"websocketd/0.4.1 (websocketd-py/{__version__})",
         "GATEWAY_INTERFACE": "websocketd-CGI/0.1",
         "SERVER_PROTOCOL": "HTTP/1.1",
@@ -269,4 +270,4 @@ def test_build_reads_the_servers_environment_by_default(monkeypatch):
 def test_build_has_nothing_but_standard_http_and_passenv_names():
     env = environment.build(make_request(), ("PATH",), {"PATH": "/bin", "HOME": "/root"})
     extra = {k for k in env if not k.startswith("HTTP_")} - STANDARD
-    assert extra == {"PATH"}
+    assert extra == {"PATH", "PYTHONUNBUFFERED"}

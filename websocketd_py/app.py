@@ -1,6 +1,8 @@
 """The one WSGI app: upgrade or plain HTTP, which endpoint, may it start a process.
 
-Every request comes here from the `server` handler. A WebSocket upgrade is
+Every request comes here from the `server` handler. With --basic-auth every
+request first needs valid credentials (401), and a plain request to
+--status-path gets the status report. A WebSocket upgrade is then
 checked in this order, and refused before any process starts: endpoint found
 (404/403), origin allowed (403), handshake well-formed (400), fork slot free
 (429). Only after simple-websocket has sent the 101 does the process start.
@@ -18,7 +20,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from werkzeug.wrappers import Response
 
-from . import environment, oslayer
+from . import auth, environment, oslayer, status
 from .process import ChildProcess
 from .session import Session
 from .websocket import CloseReason, WebSocket
@@ -68,6 +70,9 @@ class EndpointRequest:
     request_uri: str
     unique_id: str
     headers: Tuple[Tuple[str, str], ...]
+    remote_user: str = ""   # REMOTE_USER and AUTH_TYPE: from --basic-auth (or a WSGI
+    auth_type: str = ""     # middleware in front of an embedded app), else empty
+    subprotocol: str = ""   # WEBSOCKET_PROTOCOL: the negotiated subprotocol, "" = none
 
 
 class Refused(Exception):
@@ -255,11 +260,15 @@ class ActiveSessions:
 class WebsocketdApp:
     """The WSGI application behind every listener."""
 
-    def __init__(self, config, log, static_app=None, devconsole_page=None, cgi_scripts=None):
+    def __init__(self, config, log, static_app=None, devconsole_page=None, cgi_scripts=None,
+                 basic_auth=None):
         self.config = config
         self.log = log
         self.forks = ForkSlots(config.maxforks)
         self.sessions = ActiveSessions()
+        self.records = ActiveSessions()  # a `status.SessionRecord` per session, for --status-path
+        self.started = time.monotonic()
+        self.basic_auth = basic_auth  # an `auth.BasicAuth` with --basic-auth(-file)
         self.static_app = static_app
         self.devconsole_page = devconsole_page
         self.cgi_scripts = cgi_scripts  # a `cgi.CgiScripts` with --cgidir
@@ -269,8 +278,16 @@ class WebsocketdApp:
         threading.Thread(target=self._watch_sessions, name="session-watcher", daemon=True).start()
 
     def __call__(self, environ, start_response):
+        """WSGI entry: `wsgi_app`, which middleware may replace (see `server.build_app`)."""
+        return self.wsgi_app(environ, start_response)
+
+    def wsgi_app(self, environ, start_response):
         start_response = self._with_headers(start_response)
         try:
+            if self.basic_auth is not None:
+                self.authenticate(environ)
+            if self.is_status_request(environ):
+                return self.status(environ, start_response)
             endpoint = self.endpoint_for(environ)
             if is_upgrade(environ):
                 if endpoint is None:
@@ -283,6 +300,28 @@ class WebsocketdApp:
             response = Response(refusal.text + "\n", refusal.status,
                                 headers=list(refusal.headers), mimetype="text/plain")
             return response(environ, start_response)
+
+    def authenticate(self, environ):
+        """--basic-auth: Refused (401) unless the request names a listed user and password."""
+        problem = self.basic_auth.authenticate(environ)
+        if problem is not None:
+            self._request_log(environ).error("auth", f"401 Unauthorized: {problem}")
+            raise Refused(401, "Unauthorized: this server needs a user name and password",
+                          (("WWW-Authenticate", auth.CHALLENGE),))
+
+    def is_status_request(self, environ):
+        """--status-path: a plain HTTP request to exactly that path (upgrades go to endpoints)."""
+        return (self.config.status_path is not None and not is_upgrade(environ)
+                and decoded_path(environ) == self.config.status_path)
+
+    def status(self, environ, start_response):
+        """The --status-path JSON report, before any endpoint or static file."""
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            raise Refused(405, "Method Not Allowed: the status page answers GET and HEAD",
+                          (("Allow", "GET, HEAD"),))
+        report = status.report(self.records.snapshot(), self.forks.in_use,
+                               self.config.maxforks, time.monotonic() - self.started)
+        return status.response(report)(environ, start_response)
 
     def endpoint_for(self, environ):
         """The Endpoint for this path, None when nothing runs here; Refused when forbidden."""
@@ -344,11 +383,12 @@ class WebsocketdApp:
                                origin=environ.get("HTTP_ORIGIN", ""))
         try:
             websocket = WebSocket(environ, self.config.headers + self.config.headers_ws,
-                                  self.config.maxframesize)
+                                  self.config.maxframesize, self.config.subprotocols)
         except Exception as error:  # wsproto/h11 refused what our checks let through
             raise Refused(400, f"Bad Request: invalid WebSocket handshake ({error})") from None
         self._access(environ, 101)
         log.access("session", "CONNECT")
+        request = dataclasses.replace(request, subprotocol=websocket.subprotocol or "")
         env = environment.build(request, self.config.passenv)
         if log.enabled("debug"):
             for key in sorted(env):
@@ -364,11 +404,15 @@ class WebsocketdApp:
             return
         log = log.with_fields(pid=process.pid)
         session = Session(websocket, process, self.config, log)
+        record = status.SessionRecord(request.unique_id, request.remote_addr, endpoint.argv[0],
+                                      process.pid, time.time())
         self.sessions.add(session)
+        self.records.add(record)
         try:
             session.run()
         finally:
             self.sessions.remove(session)
+            self.records.remove(record)
             slot.release()
         exit_words = oslayer.describe_exit(process.popen.returncode)
         log.with_fields(exit=exit_words, close=websocket.close_code or "").access(
@@ -383,7 +427,8 @@ class WebsocketdApp:
             script_name=endpoint.script_name, path_info=endpoint.path_info,
             path=decoded_path(environ), query_string=raw_query(environ),
             request_uri=request_target(environ), unique_id=environment.unique_id(),
-            headers=tuple(environ.get("websocketd_py.headers", ())))
+            headers=tuple(environ.get("websocketd_py.headers", ())),
+            remote_user=environ.get("REMOTE_USER", ""), auth_type=environ.get("AUTH_TYPE", ""))
 
     def _watch_sessions(self):
         """One thread for all sessions: --pingms pings and timeouts, and the buffering hint."""
@@ -472,5 +517,5 @@ def decoded_path(environ):
 def _url(environ):
     scheme = environ.get("wsgi.url_scheme", "http")
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
-    return f"{scheme}://{host}{environ.get('REQUEST_URI', '')}"
+    return auth.without_userinfo(f"{scheme}://{host}{environ.get('REQUEST_URI', '')}")
 

@@ -117,7 +117,8 @@ class CgiScripts:
             query_string=raw_query(environ),
             request_uri=request_target(environ),
             unique_id=environment.unique_id(),
-            headers=tuple((n, v) for n, v in headers if n.lower() not in _BODY_HEADERS))
+            headers=tuple((n, v) for n, v in headers if n.lower() not in _BODY_HEADERS),
+            remote_user=environ.get("REMOTE_USER", ""), auth_type=environ.get("AUTH_TYPE", ""))
         env = environment.build(request, self.config.passenv)
         env.update(GATEWAY_INTERFACE="CGI/1.1",
                    SERVER_PROTOCOL=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),

@@ -49,6 +49,18 @@ FLAGS = {
     "origin": ("str", "Refuse (403) upgrades unless Origin matches one of "
                       "[scheme://]host[:port],..."),
     "loglevel": ("str", f"Log level: {', '.join(LEVELS)} or none (default access)"),
+    "subprotocol": ("list", "WebSocket subprotocol the server speaks (repeatable): the first one "
+                            "a client asks for that is listed is chosen and passed to the "
+                            "process as WEBSOCKET_PROTOCOL"),
+    "basic-auth": ("list", "Require HTTP Basic authentication for everything, with this "
+                           "user:password or user:sha256:HEX (repeatable)"),
+    "basic-auth-file": ("str", "Require HTTP Basic authentication, with the users of this file "
+                               "(one user:password or user:sha256:HEX per line)"),
+    "status-path": ("str", "Answer GET on this URL path (e.g. /_status) with JSON about the "
+                           "running sessions"),
+    "trusted-proxy": ("str", "Comma-separated addresses or networks (CIDR) of reverse proxies: "
+                             "requests from them get REMOTE_ADDR from X-Forwarded-For, HTTPS "
+                             "from X-Forwarded-Proto, SERVER_NAME from X-Forwarded-Host"),
     "help": ("bool", "Print this help and exit"),
     "version": ("bool", "Print the version and exit"),
     "license": ("bool", "Print the license and exit"),
@@ -216,6 +228,9 @@ def build_config(values, command):
         simple["passenv"] = tuple(v.strip() for v in values["passenv"].split(",") if v.strip())
     if "origin" in values:
         simple["origins"] = tuple(o.strip() for o in values["origin"].split(",") if o.strip())
+    if "trusted-proxy" in values:
+        simple["trusted_proxies"] = tuple(
+            a.strip() for a in values["trusted-proxy"].split(",") if a.strip())
     return Config(
         command=tuple(command),
         addresses=tuple(_address(a) for a in values.get("address", [])),
@@ -224,6 +239,10 @@ def build_config(values, command):
         headers_http=tuple(_header("header-http", h) for h in values.get("header-http", [])),
         loglevel=loglevel,
         explicit=frozenset(values),
+        subprotocols=tuple(values.get("subprotocol", ())),
+        basic_auth=tuple(values.get("basic-auth", ())),
+        basic_auth_file=values.get("basic-auth-file"),
+        status_path=values.get("status-path"),
         **simple,
     )
 

@@ -7,9 +7,14 @@ raises `UsageError` with one line that says what is wrong and what to do.
 
 import dataclasses
 import os
+import re
 from typing import Optional, Tuple
 
-from . import oslayer, tls, unixsocket
+from . import auth, oslayer, proxy, tls, unixsocket
+
+
+#: An HTTP token (RFC 9110 §5.6.2), what a WebSocket subprotocol name must be.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
 class UsageError(Exception):
@@ -52,6 +57,11 @@ class Config:
     origins: Tuple[str, ...] = ()
     loglevel: str = "access"
     explicit: frozenset = frozenset()      # flag names given on the command line
+    subprotocols: Tuple[str, ...] = ()     # --subprotocol: what the server speaks, in its order
+    basic_auth: Tuple[str, ...] = dataclasses.field(default=(), repr=False)  # user:password
+    basic_auth_file: Optional[str] = None
+    status_path: Optional[str] = None      # --status-path: the JSON status report's URL path
+    trusted_proxies: Tuple[str, ...] = ()  # --trusted-proxy: addresses and networks (see proxy)
 
     @property
     def listen_port(self):
@@ -100,12 +110,36 @@ class Config:
         if self.passstderr and self.binary:
             raise UsageError("--passstderr cannot be used with --binary "
                              "(stderr lines are sent as JSON text messages)")
+        self._check_subprotocols_auth_status()
+        try:
+            proxy.parse_networks(self.trusted_proxies)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         if not self.command:
             return self
         resolved = oslayer.resolve_command(self.command[0])
         if resolved is None:
             raise UsageError(oslayer.explain_missing_command(self.command[0]))
-        return dataclasses.replace(self, command=(resolved,) + self.command[1:])
+        command = (resolved,) + self.command[1:]
+        try:
+            oslayer.launch_argv(command)  # Windows: is there a safe way to start it?
+        except oslayer.LaunchError as error:
+            raise UsageError(str(error)) from None
+        return dataclasses.replace(self, command=command)
+
+    def _check_subprotocols_auth_status(self):
+        """--subprotocol names, --status-path, the --basic-auth entries and the file's lines."""
+        for name in self.subprotocols:
+            if not _TOKEN.match(name):
+                raise UsageError(f"invalid --subprotocol={name!r}: a subprotocol is a token "
+                                 "(letters, digits and !#$%&'*+-.^_`|~, no spaces or commas)")
+        if self.status_path is not None and not self.status_path.startswith("/"):
+            raise UsageError(f"invalid --status-path={self.status_path!r}: "
+                             "a URL path starting with /, e.g. /_status")
+        try:
+            auth.from_config(self)
+        except auth.CredentialsError as error:
+            raise UsageError(str(error)) from None
 
     def _check_listeners(self):
         if self.unixsocket and not unixsocket.SUPPORTED:

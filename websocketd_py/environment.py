@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from . import WEBSOCKETD_COMPAT_VERSION, __version__
+from . import WEBSOCKETD_COMPAT_VERSION, __version__, oslayer
 
 SERVER_SOFTWARE = f"websocketd/{WEBSOCKETD_COMPAT_VERSION} (websocketd-py/{__version__})"
 GATEWAY_INTERFACE = "websocketd-CGI/0.1"
@@ -22,6 +22,10 @@ GATEWAY_INTERFACE = "websocketd-CGI/0.1"
 _TOKEN = re.compile(r"[A-Za-z0-9-]+\Z")        # header names we map (no "_")
 _CONTROL = str.maketrans({c: " " for c in [*range(0x09), *range(0x0A, 0x20), 0x7F]})
 _unique_counter = itertools.count(1)
+
+#: Set for every process unless --passenv passes the server's own value: stdout is a pipe,
+#: and Python would hold what the program prints until 8 KiB pile up or it exits.
+UNBUFFERED_OUTPUT = {"PYTHONUNBUFFERED": "1"}
 
 #: Seconds --reverselookup waits for reverse DNS before REMOTE_HOST falls back to the address.
 REVERSE_LOOKUP_TIMEOUT = 1.5
@@ -101,7 +105,7 @@ def passed_through(names, source=None):
 def build(request, passenv, source=None):
     """The whole environment of a process for one `EndpointRequest` (see `app`)."""
     server_name, server_port = split_host(request.host, request.https)
-    env = passed_through(passenv, source)
+    env = {**UNBUFFERED_OUTPUT, **oslayer.CHILD_ENVIRONMENT, **passed_through(passenv, source)}
     env.update({
         "SERVER_SOFTWARE": SERVER_SOFTWARE,
         "GATEWAY_INTERFACE": GATEWAY_INTERFACE,
@@ -118,13 +122,15 @@ def build(request, passenv, source=None):
         "QUERY_STRING": request.query_string,
         "REQUEST_URI": request.request_uri,
         "UNIQUE_ID": request.unique_id,
-        "AUTH_TYPE": "",
+        "AUTH_TYPE": request.auth_type,
         "CONTENT_LENGTH": "",
         "CONTENT_TYPE": "",
         "REMOTE_IDENT": "",
-        "REMOTE_USER": "",
+        "REMOTE_USER": request.remote_user,
     })
     if request.https:
         env["HTTPS"] = "on"
+    if request.subprotocol:
+        env["WEBSOCKET_PROTOCOL"] = request.subprotocol
     env.update(header_variables(request.headers))
     return {key: value.replace("\0", "") for key, value in env.items()}

@@ -27,7 +27,8 @@ class ChildProcess:
 
     def __init__(self, argv, env, cwd=None):
         self.popen = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            oslayer.launch_argv(argv),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=cwd, bufsize=0, close_fds=True, **oslayer.child_process_options())
         self.pid = self.popen.pid
         oslayer.prepare_stdin(self.popen.stdin.fileno())

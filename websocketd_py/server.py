@@ -7,10 +7,15 @@ subclass changes what werkzeug's development server does by default: no
 banner, websocketd-format access lines, no tracebacks on stderr, a time limit
 for reading the request, and no HTTP response after a WebSocket session (see
 `app.ConnectionTakenOver`). With --ssl each connection's TLS handshake runs
-in its own thread (see `tls`).
+in its own thread (see `tls`). A connection gets that thread only once it has
+sent something: until then it sits in the listener's `WaitingRoom`.
 """
 
+import collections
 import os
+import re
+import selectors
+import socket
 import sys
 import threading
 import time
@@ -22,14 +27,25 @@ from .app import WebsocketdApp
 from .log import Log
 from .redirect import RedirectApp
 
-#: Seconds a client has to send its request line and headers.
+#: Seconds a client has to send its request line and headers, once it has sent a first byte.
 REQUEST_TIMEOUT = 30
+#: Seconds an accepted connection may stay silent (no request, no TLS hello) before it is closed.
+FIRST_BYTE_TIMEOUT = 10
+#: Most connections a waiting room watches with select() (Windows: 512 sockets per call);
+#: past that, connections get their thread at once, as werkzeug would give it.
+SELECT_CAPACITY = 500
+#: TCP keep-alive, as websocketd has it (Go's default): probe a connection silent for this
+#: many seconds, then again at this interval, so a client that vanished without a trace
+#: (power cut, network gone) is noticed instead of holding its session for ever.
+KEEPALIVE_SECONDS = 15
 #: How often listeners look up from accept() for a shutdown request.
 POLL_INTERVAL = 0.1
 #: How long ending every session may take at shutdown before the rest is killed.
 SHUTDOWN_GRACE = 2.5
 #: REMOTE_ADDR and REMOTE_PORT of a --unixsocket client (nginx also says "unix:").
 UNIX_CLIENT_ADDRESS = ("unix:", "")
+#: A header name is a token (RFC 9110 §5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
 class RequestHandler(WSGIRequestHandler):
@@ -42,6 +58,21 @@ class RequestHandler(WSGIRequestHandler):
 
     def version_string(self):
         return f"websocketd-py/{__version__}"
+
+    def parse_request(self):
+        """http.server's parsing, refusing with 400 the header lines it lets through.
+
+        http.server silently drops the headers after a line without a colon
+        and keeps a header without a name; Go's net/http, and so websocketd,
+        answers 400 to these instead of guessing. (Values are the app's
+        business: folds are joined, control characters become spaces.)
+        """
+        if not super().parse_request():
+            return False
+        if _malformed(self.headers):
+            self.send_error(400, "Bad Request: malformed header line")
+            return False
+        return True
 
     def make_environ(self):
         environ = super().make_environ()
@@ -96,15 +127,171 @@ class RequestHandler(WSGIRequestHandler):
             del self.end_headers
 
 
+def _malformed(headers):
+    """True when a header line has no colon or no name, or a name that is not a token."""
+    return bool(headers.defects) or not all(map(_TOKEN.match, headers.keys()))
+
+
+class WaitingRoom:
+    """Accepted connections that have not sent anything yet, all watched by one thread.
+
+    werkzeug gives each accepted connection a thread that waits up to
+    REQUEST_TIMEOUT for the request: 10,000 clients that connect and say
+    nothing would hold 10,000 threads. In the waiting room such a connection
+    costs one file descriptor. When its first bytes arrive (a request line, or
+    a TLS ClientHello: the handshake still runs in the connection's thread),
+    `hand_over(sock, address)` gives it its thread; a connection its client
+    closed before saying anything is closed here, without one; a connection
+    silent for `timeout` seconds is closed. `close()` (shutdown) closes every
+    connection still waiting.
+    """
+
+    def __init__(self, hand_over, timeout=FIRST_BYTE_TIMEOUT):
+        self._hand_over = hand_over
+        self._timeout = timeout
+        self._selector = selectors.DefaultSelector()
+        self._waker, self._wake_up = socket.socketpair()  # admit() and close() write one byte
+        for end in (self._waker, self._wake_up):
+            end.setblocking(False)
+        self._selector.register(self._wake_up, selectors.EVENT_READ)
+        self._lock = threading.Lock()             # admit() against the end of close()
+        self._arrivals = collections.deque()      # (sock, address), for the room's thread
+        self._waiting = {}                        # sock -> address
+        self._deadlines = collections.deque()     # (deadline, sock), oldest first
+        self._closed = False
+        self._thread = threading.Thread(target=self._watch, name="waiting-room", daemon=True)
+        self._thread.start()
+
+    def admit(self, sock, address):
+        """Take a freshly accepted connection (from the listener's thread)."""
+        with self._lock:
+            if not self._closed:
+                self._arrivals.append((sock, address))
+                self._wake()
+                return
+        sock.close()
+
+    def close(self):
+        """Close every waiting connection and end the room's thread; safe to call twice."""
+        with self._lock:
+            self._closed = True
+            self._wake()
+        self._thread.join()
+
+    def _wake(self):
+        try:
+            self._waker.send(b"\0")
+        except OSError:  # the buffer is full of wake-ups already, or the room is closed
+            pass
+
+    def _watch(self):
+        try:
+            while not self._closed:
+                for key, _ in self._selector.select(self._seconds_to_next_deadline()):
+                    if key.fileobj is self._wake_up:
+                        self._drain_wake_ups()
+                    else:
+                        self._on_readable(key.fileobj)
+                self._seat_arrivals()
+                self._close_expired()
+        finally:
+            self._close_everything()
+
+    def _seconds_to_next_deadline(self):
+        if not self._deadlines:
+            return None
+        return max(0.0, self._deadlines[0][0] - time.monotonic())
+
+    def _drain_wake_ups(self):
+        try:
+            while self._wake_up.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _seat_arrivals(self):
+        deadline = time.monotonic() + self._timeout
+        while self._arrivals:
+            sock, address = self._arrivals.popleft()
+            if self._full():
+                self._leave(sock, address)
+                continue
+            try:
+                sock.setblocking(False)
+                self._selector.register(sock, selectors.EVENT_READ)
+            except (OSError, ValueError):  # closed meanwhile, or not selectable here
+                sock.close()
+                continue
+            self._waiting[sock] = address
+            self._deadlines.append((deadline, sock))
+
+    def _full(self):
+        return (isinstance(self._selector, selectors.SelectSelector)
+                and len(self._waiting) >= SELECT_CAPACITY)
+
+    def _on_readable(self, sock):
+        """Bytes arrived: hand the connection over, unread; end of stream: close it here."""
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return  # not readable after all: keep waiting
+        except OSError:
+            first = b""
+        address = self._waiting.pop(sock)
+        self._selector.unregister(sock)
+        if first:
+            self._leave(sock, address)
+        else:
+            sock.close()
+
+    def _leave(self, sock, address):
+        """Give the connection its thread; it is read in the usual blocking way from now on."""
+        try:
+            sock.setblocking(True)
+            self._hand_over(sock, address)
+        except Exception:  # e.g. no thread can be started: drop this one connection
+            sock.close()
+
+    def _close_expired(self):
+        """Close connections silent past their deadline; forget those that left the room."""
+        now = time.monotonic()
+        while self._deadlines:
+            deadline, sock = self._deadlines[0]
+            if sock in self._waiting:
+                if deadline > now:
+                    break
+                del self._waiting[sock]
+                self._selector.unregister(sock)
+                sock.close()
+            self._deadlines.popleft()
+
+    def _close_everything(self):
+        with self._lock:
+            self._closed = True
+            arrivals, self._arrivals = self._arrivals, collections.deque()
+        for sock, _ in arrivals:
+            sock.close()
+        for sock in self._waiting:
+            sock.close()
+        self._waiting.clear()
+        self._deadlines.clear()
+        self._selector.close()
+        self._waker.close()
+        self._wake_up.close()
+
+
 class Listener(ThreadedWSGIServer):
     """werkzeug's threaded server on a socket bound by websocketd-py.
 
+    An accepted connection waits in the `WaitingRoom` until it sends its first
+    bytes; only then does it get werkzeug's thread.
     With `tls_context`, the TLS handshake runs in `finish_request`, in the
     connection's own thread, and not inside accept() as werkzeug's own
     `ssl_context` would run it (there one silent client stalls everyone).
     """
 
     unix_file = None  # (path, inode) of a --unixsocket file, removed at close
+    waiting_room = None  # none yet while werkzeug's __init__ calls server_close()
 
     def __init__(self, sock, app, log, shown_host, tls_context=None, unix_file=None):
         host = f"unix://{unix_file[0]}" if unix_file else sock.getsockname()[0]
@@ -116,6 +303,7 @@ class Listener(ThreadedWSGIServer):
         self.shown_host = shown_host
         self.tls_context = tls_context
         self.unix_file = unix_file  # only now: werkzeug's __init__ calls server_close()
+        self.waiting_room = WaitingRoom(super().process_request)
 
     def log(self, type, message, *args):
         """werkzeug's own reports (an exception in the app, a 500) go to the websocketd log."""
@@ -127,6 +315,12 @@ class Listener(ThreadedWSGIServer):
         if self.unix_file:
             return f"{scheme}+unix://{self.shown_host}"
         return f"{scheme}://{self.shown_host}:{self.port}/"
+
+    def process_request(self, request, client_address):
+        """A new connection waits in the waiting room; its thread starts when it speaks."""
+        if request.family in (socket.AF_INET, socket.AF_INET6):
+            _keep_alive(request)
+        self.waiting_room.admit(request, client_address)
 
     def finish_request(self, request, client_address):
         """Serve one connection; runs in its own thread, so the TLS handshake is done here."""
@@ -144,8 +338,22 @@ class Listener(ThreadedWSGIServer):
 
     def server_close(self):
         super().server_close()
+        if self.waiting_room is not None:
+            self.waiting_room.close()
         if self.unix_file:
             unixsocket.remove(*self.unix_file)
+
+
+def _keep_alive(sock):
+    """Turn TCP keep-alive on with KEEPALIVE_SECONDS where the OS lets us set it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))  # macOS
+        for option in (idle, getattr(socket, "TCP_KEEPINTVL", None)):
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, KEEPALIVE_SECONDS)
+    except OSError:
+        pass  # the connection works without it
 
 
 class ListenError(Exception):
@@ -244,7 +452,12 @@ def startup_lines(config, listeners):
 
 
 def build_app(config, log):
-    """The WSGI app, with the plain-HTTP parts the flags ask for."""
+    """The WSGI app, with the plain-HTTP parts, authentication and proxy trust the flags ask for.
+
+    --trusted-proxy wraps `wsgi_app` only (Flask's idiom), so the object
+    returned stays the `WebsocketdApp` that `shutdown` works on.
+    """
+    from . import auth
     static_app = devconsole_page = cgi_scripts = None
     if config.staticdir:
         from .static import StaticFiles
@@ -255,7 +468,12 @@ def build_app(config, log):
     if config.cgidir:
         from .cgi import CgiScripts
         cgi_scripts = CgiScripts(config.cgidir, config, log)
-    return WebsocketdApp(config, log, static_app, devconsole_page, cgi_scripts)
+    app = WebsocketdApp(config, log, static_app, devconsole_page, cgi_scripts,
+                        auth.from_config(config))
+    if config.trusted_proxies:
+        from .proxy import TrustedProxies
+        app.wsgi_app = TrustedProxies(app.wsgi_app, config.trusted_proxies)
+    return app
 
 
 class ShutdownRequest:

@@ -1,0 +1,115 @@
+"""websocketd-py from Python: `serve()` runs the server, `WebSocketApp` mounts it in werkzeug.
+
+    import websocketd_py
+    websocketd_py.serve(["./count.sh"], port=8080)        # = websocketd-py --port=8080 ./count.sh
+
+    counter = websocketd_py.WebSocketApp(["./count.sh"], maxforks=10)
+    app = DispatcherMiddleware(site, {"/count": counter})   # ws://host/count runs count.sh
+
+COMMAND is an argv list, or a single program path (never split, never given
+to a shell). Options are the command-line flags, with `_` for `-`
+(`header_ws=`, `basic_auth=`, `status_path=`): True/False for switches,
+integers for numbers, a string or a list of strings for repeatable flags and
+for `passenv` and `origin`. They go through the same parsing and checks as
+the command line (`cli.build_config`, `Config.validate`), then the same
+`server.build_app` and `server.run`: a bad value raises ValueError with the
+command line's message, an unknown option TypeError.
+"""
+
+import os
+
+from . import cli
+from .config import UsageError
+from .log import Log
+from .server import build_app, run, shutdown
+
+#: Flags that are no options: they print something and exit.
+_NOT_OPTIONS = frozenset(("help", "version", "license"))
+#: Flags about listeners and directories: the werkzeug server an app is mounted in has its own.
+_NOT_FOR_MOUNTING = frozenset(("port", "address", "unixsocket", "ssl", "sslcert", "sslkey",
+                               "sslca", "redirport", "dir", "staticdir", "cgidir"))
+#: "str" flags that hold a comma-separated list, so they also take a Python list.
+_COMMA_LISTS = frozenset(("passenv", "origin"))
+
+
+def serve(command, port=None, address=None, **options):
+    """Serve COMMAND like `websocketd-py`; block until Ctrl-C or SIGTERM and end every session.
+
+    `port` and `address` are --port (default 80) and --address (a string or a
+    list). Call it from the main thread: it installs the signal handlers.
+    Returns the exit status the command line would have: 0 after a clean
+    stop, 1 when a listener could not be opened (the reason is on stderr).
+    """
+    listen = {name: value for name, value in (("port", port), ("address", address))
+              if value is not None}
+    return run(_config(command, {**options, **listen}, _NOT_OPTIONS))
+
+
+class WebSocketApp:
+    """A WSGI app that starts COMMAND for every WebSocket connection, for werkzeug's server.
+
+    It needs werkzeug's development server with threads (`make_server(...,
+    threaded=True)` or `run_simple(..., threaded=True)`): a session takes the
+    socket werkzeug puts in `environ["werkzeug.socket"]` and holds its request
+    thread until it ends. Paths are whole request paths, mount point
+    included: the process's PATH_INFO, and what `status_path` must name.
+    REMOTE_USER and AUTH_TYPE set by a middleware in front reach the process.
+    Call `close()` when the server stops.
+    """
+
+    def __init__(self, command, **options):
+        self.config = _config(command, options, _NOT_OPTIONS | _NOT_FOR_MOUNTING)
+        self.log = Log(self.config.loglevel)
+        self.app = build_app(self.config, self.log)
+
+    def __call__(self, environ, start_response):
+        # The headers for HTTP_* variables: websocketd-py's own server records them as sent.
+        environ.setdefault("websocketd_py.headers", _headers_from(environ))
+        return self.app(environ, start_response)
+
+    def close(self):
+        """End every session as a server shutdown does (1001, stop schedule); refuse new ones."""
+        shutdown(self.app, [], self.log)
+
+
+def _headers_from(environ):
+    """(name, value) pairs rebuilt from a WSGI environ's HTTP_* keys."""
+    return [(key[5:].replace("_", "-").title(), value)
+            for key, value in environ.items() if key.startswith("HTTP_")]
+
+
+def _config(command, options, excluded):
+    """A validated `Config` from COMMAND and options, exactly as the command line makes one."""
+    values = {}
+    for option, value in options.items():
+        name = option.replace("_", "-")
+        if name not in cli.FLAGS or name in excluded:
+            raise TypeError(f"unexpected option {option!r}")
+        values[name] = _flag_value(option, name, cli.FLAGS[name][0], value)
+    try:
+        return cli.build_config(values, _argv(command)).validate()
+    except UsageError as error:
+        raise ValueError(str(error)) from None
+
+
+def _flag_value(option, name, kind, value):
+    """A Python value as `cli.parse_flags` would have parsed the flag; TypeError if it cannot be."""
+    if kind == "list" or name in _COMMA_LISTS:
+        items = [value] if isinstance(value, str) else list(value)
+        if not all(isinstance(item, str) for item in items):
+            raise TypeError(f"option {option!r} takes a string or a list of strings")
+        return items if kind == "list" else ",".join(items)
+    if kind == "bool" and not isinstance(value, bool):
+        raise TypeError(f"option {option!r} takes True or False")
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"option {option!r} takes an integer")
+    if kind == "str" and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"option {option!r} takes a string")
+    return os.fspath(value) if kind == "str" else value
+
+
+def _argv(command):
+    """COMMAND as argv: a list of arguments, or one program path."""
+    if isinstance(command, (str, os.PathLike)):
+        return [os.fspath(command)]
+    return [os.fspath(argument) for argument in command]
