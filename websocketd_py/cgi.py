@@ -18,7 +18,6 @@ reaped; a client that goes away ends the process on the stop schedule.
 
 import os
 import re
-import select
 import socket
 import threading
 
@@ -233,10 +232,7 @@ class _Run:
                 chunk = os.read(fd, READ_BYTES)
             except OSError:
                 chunk = b""
-            if chunk:
-                lines, pending = framing.split_lines(pending, chunk)
-            else:
-                lines, pending = ([pending] if pending else []), b""
+            lines, pending = framing.split_lines(pending, chunk)
             for line in lines:
                 self.log.error("stderr", line.decode("utf-8", "replace"))
             if not chunk:
@@ -335,20 +331,9 @@ def _start(target, name, *args):
 
 def _wait_writable(fd):
     """Block until the script takes more of its stdin (or is gone, which the next write shows)."""
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    poller.poll()
-    return True
+    return oslayer.wait_pipe(fd, writable=True)
 
 
 def _client_left_first(fd, sock):
     """Block until stdout has data (False) or the client hung up (True)."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    poller.register(sock, select.POLLRDHUP)
-    while True:
-        events = dict(poller.poll())
-        if events.get(sock.fileno(), 0) & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
-            return True
-        if fd in events:
-            return False
+    return not oslayer.wait_pipe(fd, writable=False, sock=sock)

@@ -15,7 +15,7 @@ import codecs
 import json
 import struct
 
-from .protocol import OP_BINARY, OP_CONTINUATION, OP_TEXT
+from .protocol import OP_BINARY, OP_CONTINUATION, OP_TEXT  # the opcodes frame() takes
 
 _SHORT_HEADERS = {
     (opcode, fin): [bytes(((0x80 if fin else 0) | opcode, n)) for n in range(126)]
@@ -150,7 +150,12 @@ def _is_utf8(data):
 
 
 def split_lines(pending, chunk, limit=65536):
-    """(complete lines, new pending) for logging stderr; a line over `limit` is cut there."""
+    """(complete lines, new pending) for logging stderr; a line over `limit` is cut there.
+
+    An empty `chunk` is EOF: what is pending is the last line.
+    """
+    if not chunk:
+        return ([pending] if pending else []), b""
     data = pending + chunk
     lines = data.split(b"\n")
     pending = lines.pop()

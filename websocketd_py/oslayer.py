@@ -261,22 +261,25 @@ def prepare_stdin(fd):
         os.set_blocking(fd, False)
 
 
-def wait_writable_or_hangup(fd, sock):
-    """Block until pipe `fd` takes more data (True) or the peer of `sock` hung up (False).
+def wait_pipe(fd, writable, sock=None):
+    """Block until pipe `fd` can be written (`writable`) or read: True; or until the
+    peer of `sock`, if given, has hung up: False (checked first).
 
-    A process that stops reading stdin blocks the session's reader, which then
-    reads no more from the client; without this, a client that leaves in that
-    state would go unnoticed until the process exits.
+    Only where CAN_WATCH_HANGUP. A process that stops reading stdin blocks the
+    session's reader, which then reads no more from the client; without this,
+    a client that leaves in that state would go unnoticed until the process exits.
     """
     poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    poller.register(sock, select.POLLRDHUP)
+    poller.register(fd, select.POLLOUT if writable else select.POLLIN)
+    if sock is not None:
+        poller.register(sock, select.POLLRDHUP)
     while True:
-        for ready, events in poller.poll():
-            if ready == fd:
-                return True
-            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
-                return False
+        events = dict(poller.poll())
+        if sock is not None and events.get(sock.fileno(), 0) & (
+                select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+            return False
+        if fd in events:
+            return True
 
 
 def interrupt(process):

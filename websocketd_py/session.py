@@ -108,7 +108,7 @@ class Session:
         """The process is not reading: wait for it, unless the client hangs up meanwhile."""
         self.waiting_for_process = True
         try:
-            return oslayer.wait_writable_or_hangup(fd, self.websocket.sock)
+            return oslayer.wait_pipe(fd, writable=True, sock=self.websocket.sock)
         finally:
             self.waiting_for_process = False
 
@@ -162,10 +162,7 @@ class Session:
                 out = framer.feed(chunk) if chunk else framer.finish()
                 if out:
                     self.websocket.send_frames(out)
-            if chunk:
-                lines, pending = framing.split_lines(pending, chunk)
-            else:
-                lines, pending = ([pending] if pending else []), b""
+            lines, pending = framing.split_lines(pending, chunk)
             for line in lines:
                 self.log.error("stderr", line.decode("utf-8", "replace"))
             if not chunk:
