@@ -171,8 +171,6 @@ def test_a_password_in_the_request_line_stays_out_of_the_auth_log(server):
     assert f"url:'http://127.0.0.1:{srv.port}http://127.0.0.1:{srv.port}/'" in line
 
 
-@pytest.mark.xfail(strict=True, reason="server.RequestHandler.log_request logs the request "
-                                       "line as sent; it should use auth.without_userinfo")
 def test_a_password_in_the_request_line_stays_out_of_the_access_log(server):
     srv = server(f"--basic-auth={USER}:{PASSWORD}", "cat")
     send_with_userinfo_in_the_request_line(srv.port)

@@ -387,3 +387,15 @@ def test_a_program_that_prints_gets_no_buffering_hint(server):
         assert ws.recv(timeout=10) == "hello"
         with pytest.raises(pytest.fail.Exception):
             srv.wait_log(r"no output from the program yet", timeout=4)
+
+
+def test_an_http_1_0_upgrade_is_refused_without_a_process(server):
+    srv = server("cat")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        response = read_until_eof(sock)
+    assert response.split(b"\r\n", 1)[0].endswith(b"400 BAD REQUEST")
+    assert b"HTTP/1.1" in response
+    assert children_of(srv.proc.pid) == []

@@ -179,6 +179,8 @@ def check_handshake(environ):
     """Refuse (400) what RFC 6455 §4.2.1 does not allow, before any 101 or process."""
     if environ["REQUEST_METHOD"] != "GET":
         raise Refused(400, "Bad Request: a WebSocket upgrade must be a GET")
+    if environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        raise Refused(400, "Bad Request: a WebSocket upgrade needs HTTP/1.1")
     version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
     if version != "13":
         raise Refused(400, "Bad Request: unsupported Sec-WebSocket-Version (this server "

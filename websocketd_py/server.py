@@ -22,7 +22,7 @@ import time
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import __version__, oslayer, tls, unixsocket
+from . import __version__, auth, oslayer, tls, unixsocket
 from .app import WebsocketdApp
 from .log import Log
 from .redirect import RedirectApp
@@ -42,6 +42,8 @@ KEEPALIVE_SECONDS = 15
 POLL_INTERVAL = 0.1
 #: How long ending every session may take at shutdown before the rest is killed.
 SHUTDOWN_GRACE = 2.5
+#: While the sessions end at shutdown, how often to look again (and for late ones).
+LATE_SESSION_CHECK = 0.05
 #: REMOTE_ADDR and REMOTE_PORT of a --unixsocket client (nginx also says "unix:").
 UNIX_CLIENT_ADDRESS = ("unix:", "")
 #: A header name is a token (RFC 9110 §5.6.2).
@@ -100,7 +102,8 @@ class RequestHandler(WSGIRequestHandler):
         path = getattr(self, "path", "") or self.requestline
         scheme = "https" if self.server.tls_context is not None else "http"
         self.server.server_log.write("access", "http", f"{code} {phrase}".strip(), (
-            ("url", f"{scheme}://{host}{path}"), ("remote", self.client_address[0])))
+            ("url", auth.without_userinfo(f"{scheme}://{host}{path}")),
+            ("remote", self.client_address[0])))
 
     def log_error(self, format, *args):
         self.server.server_log.write("debug", "http", format % args,
@@ -535,14 +538,37 @@ def shutdown(app, servers, log):
         thread.join()
     for server in servers:
         server.server_close()
-    for session in app.sessions.snapshot():
-        session.shutdown()
+    told = _tell_sessions_to_end(app, frozenset())
     if app.cgi_scripts is not None:
         app.cgi_scripts.stop_all()  # meanwhile the sessions end in their own threads
-    if not app.sessions.wait_empty(SHUTDOWN_GRACE):
+    if not _wait_for_sessions(app, told):
         _kill_all(app)
         app.sessions.wait_empty(0.5)
     log.write("info", "server", "stopped")
+
+
+def _tell_sessions_to_end(app, told):
+    """Shut down every session not told yet; return all the sessions told so far."""
+    running = app.sessions.snapshot()
+    for session in running - told:
+        session.shutdown()
+    return told | running
+
+
+def _wait_for_sessions(app, told):
+    """Wait up to SHUTDOWN_GRACE until no fork slot is held; False if some still are.
+
+    A slot is held from the upgrade until the process is reaped, so this also
+    waits for an upgrade that passed just before `app.closing` was set and
+    whose session starts only now: it is told to end on the way.
+    """
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    while app.forks.in_use:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(LATE_SESSION_CHECK)
+        told = _tell_sessions_to_end(app, told)
+    return True
 
 
 def _kill_all(app):

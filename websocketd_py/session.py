@@ -54,11 +54,17 @@ class Session:
         writer.join(ORPHAN_PIPE_GRACE)
         if writer.is_alive():  # grandchildren hold stdout open after the process exited
             self.process.stop(self.config.closems)
-            writer.join()
+            writer.join(ORPHAN_PIPE_GRACE)
+        if writer.is_alive():  # ... from outside its process group (setsid): no signal reaches
+            self.log.error("session", "a process outside the program's process group keeps "
+                                      "its stdout open: ending the session without it")
+            self._end_after_stdout_closed()
         reader.join()
-        self._stderr_thread.join()
+        self._stderr_thread.join(ORPHAN_PIPE_GRACE)
         self.process.kill_group()
-        self.process.close_pipes()
+        if not (writer.is_alive() or self._stderr_thread.is_alive()):
+            # a thread still blocked on a pipe closes nothing under it: its fd could be reused
+            self.process.close_pipes()
         self.websocket.release()
 
     def silent_since(self, moment):
