@@ -24,12 +24,13 @@ import urllib.error
 import urllib.request
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from websocketd_py import __version__
 from websocketd_py.log import LEVELS, Log
 
+from test_session import receive_all
 from conftest import wait_for
 
 SH = os.path.abspath(shutil.which("sh"))
@@ -61,15 +62,6 @@ def parse_line(line):
     return {"time": when, "level": match["level"].rstrip(), "category": category.rstrip(),
             "keys": [k for k, _ in fields], "fields": dict(fields),
             "message": match["message"], "line": line}
-
-
-def receive_all(ws, timeout=10):
-    messages = []
-    try:
-        while True:
-            messages.append(ws.recv(timeout=timeout))
-    except ConnectionClosed as closed:
-        return messages, (closed.rcvd.code if closed.rcvd else None)
 
 
 def free_port():
@@ -112,7 +104,7 @@ def session_log(server):
     """One full session (stdout, stderr, exit) and one plain HTTP request; every log line."""
     srv = server("sh", "-c", "echo $$; echo oops >&2; printf 'tab\\there\\rcr\\033[31mesc\\n' >&2")
     with connect(srv.url("/?x=1"), origin=ORIGIN, proxy=None, open_timeout=10) as ws:
-        messages, code = receive_all(ws)
+        messages, code, _ = receive_all(ws)
     assert code == 1000
     srv.wait_log(r"\| DISCONNECT$")
     assert plain_get(srv) == 400
@@ -202,7 +194,7 @@ def test_shutdown_is_logged(session_log):
 def test_failed_exit_is_in_the_disconnect_line(server):
     srv = server("sh", "-c", "exit 3")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
-        assert receive_all(ws) == ([], 1011)
+        assert receive_all(ws)[:2] == ([], 1011)
     entry = parse_line(srv.wait_log(r"\| DISCONNECT$").string)
     assert entry["fields"]["exit"] == "exit status 3"
     assert entry["fields"]["close"] == "1011"
@@ -212,7 +204,7 @@ def test_failed_exit_is_in_the_disconnect_line(server):
 def test_timestamps_use_the_local_numeric_zone(server):
     srv = server("echo", "hi", env={**os.environ, "TZ": "XST-5:30"})
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
-        assert receive_all(ws) == (["hi"], 1000)
+        assert receive_all(ws)[:2] == (["hi"], 1000)
     entry = parse_line(srv.wait_log(r"\| CONNECT$").string)
     assert entry["time"].utcoffset() == datetime.timedelta(hours=5, minutes=30)
     assert entry["line"][26:31] == "+0530"
@@ -239,7 +231,7 @@ def test_launch_failure_is_logged_at_error(server, tmp_path):
     srv = server(str(script))
     script.unlink()  # checked at start, gone by the time a client connects
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
-        _, code = receive_all(ws)
+        _, code, _ = receive_all(ws)
     assert code == 1011
     entry = parse_line(srv.wait_log(r"\| ERROR  \| process ").string)
     assert str(script) in entry["message"]
@@ -250,7 +242,7 @@ def test_launch_failure_is_logged_at_error(server, tmp_path):
 def test_loglevel_none_prints_nothing_for_a_whole_session(server):
     srv = start_quiet_server(server, "--loglevel=none", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
-        assert receive_all(ws) == (["hi"], 1000)
+        assert receive_all(ws)[:2] == (["hi"], 1000)
     assert plain_get(srv) == 400
     assert srv.stop() == 0
     assert srv.lines == []
@@ -260,7 +252,7 @@ def test_loglevel_none_prints_nothing_for_a_whole_session(server):
 def test_loglevel_error_shows_stderr_but_no_access_lines(server):
     srv = start_quiet_server(server, "--loglevel=error", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
-        assert receive_all(ws) == (["hi"], 1000)
+        assert receive_all(ws)[:2] == (["hi"], 1000)
     assert plain_get(srv) == 400
     srv.wait_log(r"\| ERROR  \| stderr .* \| oops$")
     assert srv.stop() == 0
@@ -272,7 +264,7 @@ def test_loglevel_error_shows_stderr_but_no_access_lines(server):
 def test_loglevel_debug_shows_the_environment(server):
     srv = server("--loglevel=debug", "sh", "-c", "echo hi")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
-        assert receive_all(ws) == (["hi"], 1000)
+        assert receive_all(ws)[:2] == (["hi"], 1000)
     srv.wait_log(r"\| DISCONNECT$")
     entries = [parse_line(line) for line in srv.lines]
     connect_entry = next(e for e in entries if e["message"] == "CONNECT")
@@ -489,7 +481,7 @@ def test_second_signal_while_stdout_is_blocked_does_not_deadlock():
         read_until(lambda text: b"ws://" in text)
         port = int(re.search(rb"ws://127\.0\.0\.1:(\d+)/", bytes(seen)).group(1))
         with connect(f"ws://127.0.0.1:{port}/", proxy=None, open_timeout=10) as ws:
-            assert receive_all(ws) == (["hi"], 1000)  # handlers are installed by now
+            assert receive_all(ws)[:2] == (["hi"], 1000)  # handlers are installed by now
         read_until(lambda text: text.endswith(b"| DISCONNECT\n"))
         # Fill the (now empty) pipe through a second, non-blocking description of it.
         fill = os.open(f"/proc/self/fd/{write_end}", os.O_WRONLY | os.O_NONBLOCK)
