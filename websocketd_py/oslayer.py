@@ -282,6 +282,16 @@ def wait_pipe(fd, writable, sock=None):
             return True
 
 
+def pipe_is_held_open(fd):
+    """True when pipe `fd` has nothing to read and no EOF: some process still has its
+    write end. (Windows cannot poll pipes: False, so callers keep waiting.)"""
+    if IS_WINDOWS or not hasattr(select, "poll"):
+        return False
+    poller = select.poll()  # not select(): session fds go far past 1024
+    poller.register(fd, select.POLLIN)
+    return not poller.poll(0)
+
+
 def interrupt(process):
     """The polite first signal: SIGINT to the group, or CTRL_BREAK_EVENT on Windows."""
     if IS_WINDOWS:

@@ -55,12 +55,17 @@ class Session:
         if writer.is_alive():  # grandchildren hold stdout open after the process exited
             self.process.stop(self.config.closems)
             writer.join(ORPHAN_PIPE_GRACE)
-        if writer.is_alive():  # ... from outside its process group (setsid): no signal reaches
+        if writer.is_alive() and oslayer.pipe_is_held_open(self.process.stdout_fd):
+            # ... from outside its process group (setsid), where no signal reaches
             self.log.error("session", "a process outside the program's process group keeps "
                                       "its stdout open: ending the session without it")
             self._end_after_stdout_closed()
+        else:
+            writer.join()  # it has EOF to read; it is only slow (a busy server)
         reader.join()
         self._stderr_thread.join(ORPHAN_PIPE_GRACE)
+        if not oslayer.pipe_is_held_open(self.process.stderr_fd):
+            self._stderr_thread.join()
         self.process.kill_group()
         if not (writer.is_alive() or self._stderr_thread.is_alive()):
             # a thread still blocked on a pipe closes nothing under it: its fd could be reused
