@@ -13,7 +13,8 @@ from . import WEBSOCKETD_COMPAT_VERSION, __version__, oslayer
 from .config import Config, UsageError
 from .log import LEVELS
 
-# name: (kind, help). kind is "bool", "int", "str" or "list" (repeatable).
+# name: (kind, help). kind is "bool", "int", "str", "list" (repeatable) or "optional"
+# (a value only after "=": `--broadcast` alone means "true").
 FLAGS = {
     "port": ("int", "HTTP port to listen on (default 80, or 443 with --ssl; 0 = any free port)"),
     "address": ("list", "Interface to bind to, e.g. 127.0.0.1 or [::1] (repeatable; default: all)"),
@@ -58,6 +59,15 @@ FLAGS = {
                                "(one user:password or user:sha256:HEX per line)"),
     "status-path": ("str", "Answer GET on this URL path (e.g. /_status) with JSON about the "
                            "running sessions"),
+    "compress": ("bool", "Offer permessage-deflate compression to clients that ask for it "
+                         "(off by default: it costs CPU and about 40 KiB per connection)"),
+    "broadcast": ("optional", "One shared process per endpoint for all its clients: every line "
+                              "goes to every client, every message to its stdin; =eager starts "
+                              "it with the server instead of at the first client"),
+    "broadcast-ids": ("bool", "With --broadcast: prefix each client message written to the "
+                              "process with the client's id and a space"),
+    "broadcast-backlog": ("int", "With --broadcast: bytes a slow client may fall behind before "
+                                 "it is closed with 1008 (default 1048576)"),
     "trusted-proxy": ("str", "Comma-separated addresses or networks (CIDR) of reverse proxies: "
                              "requests from them get REMOTE_ADDR from X-Forwarded-For, HTTPS "
                              "from X-Forwarded-Proto, SERVER_NAME from X-Forwarded-Host"),
@@ -130,7 +140,8 @@ def go_int(text):
 def help_text():
     lines = [USAGE]
     for name, (kind, text) in FLAGS.items():
-        placeholder = {"int": "=N", "str": "=VALUE", "list": "=VALUE"}.get(kind, "")
+        placeholder = {"int": "=N", "str": "=VALUE", "list": "=VALUE",
+                       "optional": "[=VALUE]"}.get(kind, "")
         lines.append(f"  --{name}{placeholder}\n      {text}\n")
     lines.append("\nFull documentation: README.md of websocketd-py.\n")
     return "".join(lines)
@@ -170,6 +181,9 @@ def parse_flags(argv):
                                  "use true or false")
             values[name] = value in _TRUE
             continue
+        if kind == "optional":
+            values[name] = value if has_value else "true"
+            continue
         if not has_value:
             if index >= len(argv):
                 raise UsageError(f"flag needs an argument: -{name}")
@@ -205,12 +219,24 @@ def _address(text):
     return text
 
 
+def _broadcast(value):
+    """--broadcast's value: "" (off), "lazy" (at the first client) or "eager" (at startup)."""
+    if value in _FALSE:
+        return ""
+    if value in _TRUE:
+        return "lazy"
+    if value == "eager":
+        return "eager"
+    raise UsageError(f"invalid value {value!r} for -broadcast: use --broadcast, "
+                     "--broadcast=eager or --broadcast=false")
+
+
 def build_config(values, command):
     """A `Config` from parsed flags, with every value checked for range and form."""
     for name in ("port", "redirport"):
         if name in values and not 0 <= values[name] <= 65535:
             raise UsageError(f"invalid -{name}={values[name]}: a port is 0 to 65535")
-    for name in ("closems", "pingms", "maxframesize"):
+    for name in ("closems", "pingms", "maxframesize", "broadcast-backlog"):
         if values.get(name, 0) < 0:
             raise UsageError(f"invalid -{name}={values[name]}: cannot be negative")
     loglevel = values.get("loglevel", "access").lower()
@@ -223,7 +249,7 @@ def build_config(values, command):
     simple = {name: values[name] for name in (
         "port", "unixsocket", "ssl", "sslcert", "sslkey", "sslca", "redirport", "maxforks",
         "maxframesize", "closems", "pingms", "binary", "passstderr", "reverselookup", "dir",
-        "staticdir", "cgidir", "devconsole", "sameorigin") if name in values}
+        "staticdir", "cgidir", "devconsole", "sameorigin", "compress") if name in values}
     if "passenv" in values:
         simple["passenv"] = tuple(v.strip() for v in values["passenv"].split(",") if v.strip())
     if "origin" in values:
@@ -243,6 +269,9 @@ def build_config(values, command):
         basic_auth=tuple(values.get("basic-auth", ())),
         basic_auth_file=values.get("basic-auth-file"),
         status_path=values.get("status-path"),
+        broadcast=_broadcast(values.get("broadcast", "false")),
+        broadcast_ids=values.get("broadcast-ids", False),
+        broadcast_backlog=values.get("broadcast-backlog", Config.broadcast_backlog),
         **simple,
     )
 

@@ -62,6 +62,10 @@ class Config:
     basic_auth_file: Optional[str] = None
     status_path: Optional[str] = None      # --status-path: the JSON status report's URL path
     trusted_proxies: Tuple[str, ...] = ()  # --trusted-proxy: addresses and networks (see proxy)
+    compress: bool = False                 # --compress: permessage-deflate when a client offers it
+    broadcast: str = ""                    # --broadcast: "" off, "lazy" or "eager"
+    broadcast_ids: bool = False            # --broadcast-ids: prefix client messages with their id
+    broadcast_backlog: int = 1024 * 1024   # --broadcast-backlog: bytes before a laggard gets 1008
 
     @property
     def listen_port(self):
@@ -111,6 +115,7 @@ class Config:
             raise UsageError("--passstderr cannot be used with --binary "
                              "(stderr lines are sent as JSON text messages)")
         self._check_subprotocols_auth_status()
+        self._check_broadcast()
         try:
             proxy.parse_networks(self.trusted_proxies)
         except ValueError as error:
@@ -140,6 +145,15 @@ class Config:
             auth.from_config(self)
         except auth.CredentialsError as error:
             raise UsageError(str(error)) from None
+
+    def _check_broadcast(self):
+        if not self.broadcast:
+            for flag in ("broadcast-ids", "broadcast-backlog"):
+                if flag in self.explicit:
+                    raise UsageError(f"--{flag} only makes sense with --broadcast")
+        elif self.broadcast == "eager" and not self.command:
+            raise UsageError("--broadcast=eager needs COMMAND: with --dir, each endpoint's "
+                             "process starts at its first client (use --broadcast)")
 
     def _check_listeners(self):
         if self.unixsocket and not unixsocket.SUPPORTED:
