@@ -187,6 +187,39 @@ def test_grandchild_in_a_new_session_holding_the_pipes_does_not_hang_the_session
     assert_back_to_idle(srv)
 
 
+def test_grandchild_in_a_new_session_holding_only_stderr_leaves_nothing_behind(server):
+    """The shared stderr reader lets go of a pipe a stray process keeps open: fds come back."""
+    srv = start(server, "sh", "-c", "setsid sleep 1000 >/dev/null </dev/null & echo $!")
+    with connect(srv.url(), open_timeout=10) as ws:
+        escaped = int(ws.recv(timeout=10))
+        try:
+            messages, code, _ = receive_all(ws, timeout=3)
+            assert (messages, code) == ([], 1000)
+            assert process_state(escaped) not in (None, "Z")  # still holding stderr ...
+            assert_back_to_idle(srv)                          # ... yet the server let it go
+        finally:
+            os.kill(escaped, signal.SIGKILL)  # re-parented to the test process, which reaps it
+
+
+@pytest.mark.parametrize("flags, threads_per_session", [((), 3), (("--passstderr",), 4)])
+def test_stderr_takes_a_thread_per_session_only_with_passstderr(server, flags,
+                                                                   threads_per_session):
+    """Logged stderr is read by one shared thread; --passstderr sends, so it needs its own."""
+    srv = start(server, *flags, "sh", "-c", "echo oops >&2; echo ready; exec cat")
+    sessions = [connect(srv.url(), open_timeout=10, legacy=True) for _ in range(10)]
+    try:
+        for ws in sessions:
+            while "ready" not in ws.recv(timeout=10):  # with --passstderr, "oops" may come first
+                pass
+        if not flags:
+            srv.wait_log(r"ERROR  \| stderr .* \| oops$", count=10)
+        assert footprint(srv.proc.pid).threads == srv.idle.threads + 10 * threads_per_session
+    finally:
+        for ws in sessions:
+            ws.close()
+    assert_back_to_idle(srv)
+
+
 # -- the client misbehaves -----------------------------------------------------------
 
 

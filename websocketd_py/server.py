@@ -22,7 +22,7 @@ import time
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import __version__, auth, oslayer, tls, unixsocket
+from . import __version__, auth, oslayer, stderr, tls, unixsocket
 from .app import WebsocketdApp
 from .log import Log
 from .redirect import RedirectApp
@@ -510,6 +510,8 @@ def run(config):
     request = ShutdownRequest()
     log = Log(config.loglevel)
     oslayer.raise_open_file_limit()
+    if not config.passstderr:
+        stderr.start_shared_reader()  # now, so that the idle server's footprint includes it
     app = build_app(config, log)
     try:
         listeners = open_listeners(config, app, log)

@@ -8,9 +8,10 @@ runs on every OS and backpressure is free:
 - writer (stdout → socket): one `os.read` of up to 64 KiB, every line in it
   framed into one buffer, one `sendall`. A slow client blocks the sendall, the
   pipe fills, the process blocks.
-- stderr: each line to the log (ERROR, category `stderr`), or to the client
-  as JSON with --passstderr.
 - the handler's own thread (`run`): waits for the process, then for the rest.
+
+stderr is logged by one thread shared by all sessions, or with --passstderr
+sent to the client by a thread of the session's own (see `stderr`).
 
 Ending: the client leaves → stdin closed → the stop schedule (`process`).
 stdout closes → the last line is sent → the process is stopped and reaped →
@@ -22,7 +23,7 @@ import os
 import threading
 import time
 
-from . import framing, oslayer
+from . import framing, oslayer, stderr
 from .websocket import CloseReason
 
 READ_BYTES = 65536
@@ -44,10 +45,12 @@ class Session:
         self.started = time.monotonic()
         self._quiet = True                # no stdout yet, and no buffering hint given
         self._reader_done = threading.Event()
-        self._stderr_thread = None
+        self._stderr = None
 
     def run(self):
-        self._stderr_thread = self._thread(self._pump_stderr, "stderr")
+        self._stderr = stderr.follow(self.process.stderr_fd, self.log,
+                                     self.websocket if self.config.passstderr else None,
+                                     on_error=self._fail)
         reader = self._thread(self._pump_socket_to_stdin, "reader")
         writer = self._thread(self._pump_stdout_to_socket, "writer")
         self.process.wait()
@@ -63,11 +66,13 @@ class Session:
         else:
             writer.join()  # it has EOF to read; it is only slow (a busy server)
         reader.join()
-        self._stderr_thread.join(ORPHAN_PIPE_GRACE)
-        if not oslayer.pipe_is_held_open(self.process.stderr_fd):
-            self._stderr_thread.join()
+        stderr_done = self._stderr.wait(ORPHAN_PIPE_GRACE)
+        if not (stderr_done or oslayer.pipe_is_held_open(self.process.stderr_fd)):
+            stderr_done = self._stderr.wait()  # it has its last bytes or EOF to read
+        if not stderr_done:
+            stderr_done = self._stderr.abandon()
         self.process.kill_group()
-        if not (writer.is_alive() or self._stderr_thread.is_alive()):
+        if stderr_done and not writer.is_alive():
             # a thread still blocked on a pipe closes nothing under it: its fd could be reused
             self.process.close_pipes()
         self.websocket.release()
@@ -86,7 +91,7 @@ class Session:
         threading.Thread(target=self.process.stop, args=(self.config.closems,),
                          daemon=True).start()
 
-    # -- the three pumps ---------------------------------------------------------------
+    # -- the two pumps ---------------------------------------------------------------
 
     def _pump_socket_to_stdin(self):
         binary = self.config.binary
@@ -152,7 +157,7 @@ class Session:
     def _end_after_stdout_closed(self):
         status = self.process.stop(self.config.closems)
         if self.config.passstderr:
-            self._stderr_thread.join()  # its last lines go out before the close frame
+            self._stderr.wait()  # its last lines go out before the close frame
         if status == 0:
             self.websocket.close(CloseReason.NORMAL_CLOSURE)
         else:
@@ -160,24 +165,9 @@ class Session:
         if not self._reader_done.wait(CLOSE_REPLY_TIMEOUT):
             self.websocket.abort()
 
-    def _pump_stderr(self):
-        fd = self.process.stderr_fd
-        framer = framing.LineFramer(stream="stderr") if self.config.passstderr else None
-        pending = b""
-        while True:
-            try:
-                chunk = os.read(fd, READ_BYTES)
-            except OSError:
-                chunk = b""
-            if framer is not None:
-                out = framer.feed(chunk) if chunk else framer.finish()
-                if out:
-                    self.websocket.send_frames(out)
-            lines, pending = framing.split_lines(pending, chunk)
-            for line in lines:
-                self.log.error("stderr", line.decode("utf-8", "replace"))
-            if not chunk:
-                break
+    def _fail(self):
+        self.websocket.abort()
+        self.process.stop(self.config.closems)
 
     def _thread(self, pump, role):
         def guarded():
@@ -185,8 +175,7 @@ class Session:
                 pump()
             except Exception as error:  # a bug must end this session, not hang it
                 self.log.error("session", f"internal error in the {role} thread: {error!r}")
-                self.websocket.abort()
-                self.process.stop(self.config.closems)
+                self._fail()
         thread = threading.Thread(target=guarded, name=f"session-{role}", daemon=True)
         thread.start()
         return thread
