@@ -201,10 +201,11 @@ def test_grandchild_in_a_new_session_holding_only_stderr_leaves_nothing_behind(s
             os.kill(escaped, signal.SIGKILL)  # re-parented to the test process, which reaps it
 
 
-@pytest.mark.parametrize("flags, threads_per_session", [((), 3), (("--passstderr",), 4)])
-def test_stderr_takes_a_thread_per_session_only_with_passstderr(server, flags,
-                                                                   threads_per_session):
-    """Logged stderr is read by one shared thread; --passstderr sends, so it needs its own."""
+@pytest.mark.parametrize("flags, threads_per_session", [((), 2), (("--passstderr",), 3)])
+def test_a_session_takes_two_threads_and_a_third_only_with_passstderr(server, flags,
+                                                                      threads_per_session):
+    """Reader and writer; logged stderr and exits are watched by threads all sessions share,
+    but --passstderr sends stderr to the client, so it needs a thread of its own."""
     srv = start(server, *flags, "sh", "-c", "echo oops >&2; echo ready; exec cat")
     sessions = [connect(srv.url(), open_timeout=10, legacy=True) for _ in range(10)]
     try:

@@ -282,6 +282,46 @@ def wait_pipe(fd, writable, sock=None):
             return True
 
 
+def wait_exit(popen, timeout):
+    """Wait until `popen` has exited, and reap it: True; False after `timeout` seconds.
+
+    Linux: a pidfd wakes the caller at the exit (Popen.wait with a timeout
+    polls with growing sleeps, which would add milliseconds to every session's
+    end). Elsewhere, or without a free descriptor, Popen.wait.
+    """
+    if popen.returncode is None and hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(popen.pid)
+        except OSError:   # reaped meanwhile, out of descriptors, or an old kernel
+            pidfd = None
+        if pidfd is not None:
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                if not poller.poll(max(timeout, 0) * 1000):
+                    return False
+            finally:
+                os.close(pidfd)
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def some_child_exited():
+    """Whether some child of this process has exited and awaits reaping (one cheap call).
+
+    True where that cannot be asked without reaping (Windows, macOS): callers check each child.
+    """
+    if not hasattr(os, "waitid") or not hasattr(os, "WNOWAIT") or sys.platform == "darwin":
+        return True
+    try:
+        return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # no children at all
+        return False
+
+
 def pipe_is_held_open(fd):
     """True when pipe `fd` has nothing to read and no EOF: some process still has its
     write end. (Windows cannot poll pipes: False, so callers keep waiting.)"""

@@ -35,7 +35,6 @@ class ChildProcess:
         self.stdout_fd = self.popen.stdout.fileno()
         self.stderr_fd = self.popen.stderr.fileno()
         self._stdin = self.popen.stdin
-        self._exited = threading.Event()     # set by wait() once the process is reaped
         self._stdin_lock = threading.Lock()  # held by write_stdin while it writes
         self._close_requested = False
         self._stop_lock = threading.Lock()
@@ -88,19 +87,13 @@ class ChildProcess:
             pass
 
     def wait(self):
-        """Block until the process exits; its exit status (negative: killed by that signal).
-
-        The session's handler thread sits here; `stop()` learns of the exit
-        from it through an event instead of polling.
-        """
-        status = self.popen.wait()
-        self._exited.set()
-        return status
+        """Block until the process exits; its exit status (negative: killed by that signal)."""
+        return self.popen.wait()
 
     @property
     def running(self):
-        """False once `wait()` has seen the process exit (no system call: any thread may ask)."""
-        return not self._exited.is_set()
+        """False once the process was seen to exit (no system call: any thread may ask)."""
+        return self.popen.returncode is None
 
     def alive(self):
         return oslayer.group_alive(self.popen)
@@ -129,7 +122,7 @@ class ChildProcess:
     def _wait_group(self, timeout):
         """Wait until the whole group has exited; False on timeout."""
         deadline = time.monotonic() + timeout
-        if not self._exited.wait(timeout) and self.popen.poll() is None:
+        if not oslayer.wait_exit(self.popen, timeout):
             return False
         while oslayer.group_alive(self.popen):
             if time.monotonic() >= deadline:
@@ -144,3 +137,54 @@ class ChildProcess:
             except OSError:
                 pass
         self.close_stdin()
+
+
+class ExitWatch:
+    """One thread noticing, for every session, a process that exits while its session goes on.
+
+    A session learns that its program ended from EOF on stdout; this is for
+    when EOF does not come because a grandchild still holds stdout. Every
+    `INTERVAL` it asks the OS whether any child awaits reaping (one system
+    call, `oslayer.some_child_exited`), and only then looks at each watched
+    process; `on_exit` runs in this thread and must not block.
+    """
+
+    INTERVAL = 0.1
+
+    def __init__(self):
+        self._watched = {}  # ChildProcess: on_exit
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="exit-watch", daemon=True).start()
+
+    def add(self, process, on_exit):
+        with self._lock:
+            self._watched[process] = on_exit
+
+    def discard(self, process):
+        with self._lock:
+            self._watched.pop(process, None)
+
+    def _run(self):
+        while True:
+            time.sleep(self.INTERVAL)
+            if not self._watched or not oslayer.some_child_exited():
+                continue
+            with self._lock:
+                watched = list(self._watched.items())
+            for process, on_exit in watched:
+                if process.popen.poll() is not None:
+                    self.discard(process)
+                    on_exit()
+
+
+_exit_watch = None
+_exit_watch_lock = threading.Lock()
+
+
+def exit_watch():
+    """The process's one `ExitWatch`, started by the first call."""
+    global _exit_watch
+    with _exit_watch_lock:
+        if _exit_watch is None:
+            _exit_watch = ExitWatch()
+        return _exit_watch

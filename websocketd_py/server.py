@@ -25,6 +25,7 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from . import __version__, auth, oslayer, stderr, tls, unixsocket
 from .app import WebsocketdApp
 from .log import Log
+from .process import exit_watch
 from .redirect import RedirectApp
 
 #: Seconds a client has to send its request line and headers, once it has sent a first byte.
@@ -510,8 +511,9 @@ def run(config):
     request = ShutdownRequest()
     log = Log(config.loglevel)
     oslayer.raise_open_file_limit()
+    exit_watch()  # the shared threads start now: the idle server's footprint includes them
     if not config.passstderr:
-        stderr.start_shared_reader()  # now, so that the idle server's footprint includes it
+        stderr.start_shared_reader()
     app = build_app(config, log)
     try:
         listeners = open_listeners(config, app, log)
