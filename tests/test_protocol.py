@@ -2,11 +2,15 @@
 
 import os
 import struct
+import zlib
 
 import pytest
+from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
-from websocketd_py.protocol import CLOSE, DATA, FAIL, PING, PONG, ClientFrameParser, unmask
+from websocketd_py.compression import Inflater
+from websocketd_py.protocol import (CLOSE, DATA, FAIL, INFLATE_BUDGET, PING, PONG,
+                                    ClientFrameParser, unmask)
 
 
 def client():
@@ -131,3 +135,121 @@ def test_unmask_with_offset_matches_whole_unmask():
     payload, mask = os.urandom(37), b"\x11\x22\x33\x44"
     whole = unmask(payload, mask)
     assert unmask(payload[:5], mask) + unmask(payload[5:], mask, 5 % 4) == whole
+
+
+# -- permessage-deflate (an Inflater is given only when --compress negotiated it) ------------
+
+def deflating_client(response="permessage-deflate"):
+    """wsproto's client side with permessage-deflate agreed: an independent compressing encoder."""
+    extension = PerMessageDeflate()
+    extension.finalize(response)
+    return FrameProtocol(client=True, extensions=[extension])
+
+
+def inflating_parser(max_message_size=0, window_bits=15, no_context_takeover=False):
+    return ClientFrameParser(max_message_size, Inflater(window_bits, no_context_takeover))
+
+
+def feed_until_settled(parser, data):
+    """Events for `data`, feeding nothing more while the parser is stalled (as `receive` does)."""
+    events = parser.feed(data)
+    while parser.stalled:
+        events += parser.feed(b"")
+    return events
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 13, 4096, 1 << 20])
+def test_compressed_messages_survive_any_split_of_the_stream(piece):
+    fp = deflating_client()
+    big = os.urandom(70000)
+    text = "héllo " * 2000
+    stream = (fp.send_data(text, True) + fp.send_data(b"\x00bin", True) + fp.ping(b"p")
+              + fp.send_data(big, False) + fp.send_data(b"tail", True) + fp.send_data("", True)
+              + fp.send_data(text, True) + fp.close(1000, "bye"))
+    parser = inflating_parser()
+    events = []
+    for i in range(0, len(stream), piece):
+        events += feed_until_settled(parser, stream[i:i + piece])
+    assert messages(events) == [(True, text.encode()), (False, b"\x00bin"), (PING, b"p"),
+                                (False, big + b"tail"), (True, b""), (True, text.encode()),
+                                (CLOSE, 1000, "bye")]
+
+
+def test_uncompressed_messages_still_pass_when_compression_is_agreed():
+    stream = client().send_data("plain", True) + deflating_client().send_data("packed", True)
+    assert messages(inflating_parser().feed(stream)) == [(True, b"plain"), (True, b"packed")]
+
+
+@pytest.mark.parametrize("frame", [
+    masked(0x41, b"\x02\x00") + masked(0xC0, b"\x02\x00"),  # RSV1 on a continuation frame
+    masked(0x40, b"\x02\x00"),                              # ... on a lone continuation
+    masked(0xC9, b""),                                      # ... on a ping
+    masked(0xC8, b""),                                      # ... on a close
+    masked(0xA1, b"x"),                                     # RSV2
+    masked(0x91, b"x"),                                     # RSV3
+    masked(0xE1, b"x"),                                     # RSV1 with RSV2
+])
+def test_reserved_bits_beyond_rsv1_on_a_first_frame_fail_1002(frame):
+    assert inflating_parser().feed(frame)[-1][:2] == (FAIL, 1002)
+
+
+def test_data_that_does_not_inflate_fails_1002():
+    assert inflating_parser().feed(masked(0xC1, b"\xff\xff\xff\xff"))[-1][:2] == (FAIL, 1002)
+
+
+def test_invalid_utf8_inside_a_compressed_text_message_fails_1007():
+    compressor = zlib.compressobj(wbits=-15)
+    bad = (compressor.compress(b"ok \xff") + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    assert inflating_parser().feed(masked(0xC1, bad))[-1][:2] == (FAIL, 1007)
+
+
+def test_a_zip_bomb_is_inflated_a_bounded_piece_per_feed():
+    size = 20 * INFLATE_BUDGET
+    bomb = deflating_client().send_data(bytes(size), True)
+    parser = inflating_parser()
+    events = parser.feed(bomb)
+    total = 0
+    while True:
+        assert sum(len(event[2]) for event in events) <= INFLATE_BUDGET
+        total += sum(len(event[2]) for event in events)
+        if not parser.stalled:
+            break
+        events = parser.feed(b"")
+    assert total == size and events[-1][3]  # everything, and the message ended once
+
+
+def test_inflated_size_over_the_limit_fails_1009_before_it_is_all_inflated():
+    bomb = deflating_client().send_data(bytes(100 * INFLATE_BUDGET), True)
+    assert len(bomb) < 200_000  # within twice the limit on the wire
+    events = inflating_parser(max_message_size=100_000).feed(bomb)
+    assert events == [(FAIL, 1009, "message over 100000 bytes once inflated")]
+
+
+def test_compressed_size_may_exceed_the_limit_a_little_but_not_twice():
+    incompressible = os.urandom(10000)
+    frame = deflating_client().send_data(incompressible, True)
+    assert len(frame) - 8 > 10000  # the payload, without the 8-byte header
+    assert messages(inflating_parser(max_message_size=10000).feed(frame)) == [
+        (False, incompressible)]
+    empty_blocks = b"\x00\x00\x00\xff\xff" * 50  # valid deflate that inflates to nothing
+    assert messages(inflating_parser(max_message_size=125).feed(masked(0xC2, empty_blocks))) == [
+        (False, b"")]
+    assert inflating_parser(max_message_size=124).feed(masked(0xC2, empty_blocks))[-1][:2] == (
+        FAIL, 1009)  # 250 bytes on the wire: over twice the limit
+
+
+def test_client_no_context_takeover_inflates_each_message_afresh():
+    fp = deflating_client("permessage-deflate; client_no_context_takeover")
+    stream = fp.send_data("again and again", True) + fp.send_data("again and again", True)
+    parser = inflating_parser(no_context_takeover=True)
+    assert messages(parser.feed(stream)) == [(True, b"again and again")] * 2
+    assert parser._inflater._zlib is None  # nothing kept between messages
+
+
+def test_a_message_ending_with_a_final_deflate_block_starts_a_fresh_context():
+    finished = [zlib.compressobj(wbits=-15) for _ in range(2)]
+    stream = b"".join(masked(0xC1, c.compress(b"one " * 10) + c.flush()) for c in finished)
+    assert messages(inflating_parser().feed(stream)) == [(True, b"one " * 10)] * 2
+    c = zlib.compressobj(wbits=-15)
+    after_final = masked(0xC1, c.compress(b"x") + c.flush() + b"junk")
+    assert inflating_parser().feed(after_final)[-1][:2] == (FAIL, 1002)

@@ -385,7 +385,8 @@ class WebsocketdApp:
                                origin=environ.get("HTTP_ORIGIN", ""))
         try:
             websocket = WebSocket(environ, self.config.headers + self.config.headers_ws,
-                                  self.config.maxframesize, self.config.subprotocols)
+                                  self.config.maxframesize, self.config.subprotocols,
+                                  compress=self.config.compress)
         except Exception as error:  # wsproto/h11 refused what our checks let through
             raise Refused(400, f"Bad Request: invalid WebSocket handshake ({error})") from None
         self._access(environ, 101)

@@ -3,20 +3,27 @@
 wsproto, which simple-websocket brings, parses frames in pure Python through
 several layers of objects; in the echo benchmark that took about 70% of the
 server's CPU. This parser does only what a server needs from a client —
-masked frames, no extensions — in one loop over the received bytes, and
-streams payloads: a large frame is passed on piece by piece as it arrives,
-so memory stays bounded by what one `recv` returns.
+masked frames, permessage-deflate only if --compress negotiated it — in one
+loop over the received bytes, and streams payloads: a large frame is passed
+on piece by piece as it arrives, so memory stays bounded by what one `recv`
+returns. A compressed message is inflated as it arrives, at most
+INFLATE_BUDGET bytes per `feed`: when more is left, the parser is `stalled`
+and the next `feed` (with no new bytes) goes on from there.
 
 Everything RFC 6455 asks a server to reject is a `FAIL` event with the close
-code to send: 1002 for a protocol error, 1007 for invalid UTF-8 in a text
-message (found as soon as the bad bytes arrive), 1009 for a message over the
-size limit (found from the frame header, before its payload is read).
+code to send: 1002 for a protocol error (compressed data that does not
+inflate included), 1007 for invalid UTF-8 in a text message (found as soon
+as the bad bytes arrive), 1009 for a message over the size limit (found from
+the frame header, before its payload is read; a compressed message is
+checked as it is inflated, and may take up to twice the limit on the wire).
 """
 
 import codecs
 import struct
+import zlib
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+RSV1 = 0x40  # "compressed", on the first frame of a message (RFC 7692)
 
 # Event kinds returned by `ClientFrameParser.feed`.
 DATA = "data"     # (DATA, is_text, payload bytes, ends_message)
@@ -31,6 +38,8 @@ NO_STATUS = 1005
 #: a message comes back through `cat` whole); larger ones, and text frames (whose
 #: UTF-8 is checked as it arrives, to fail fast), are streamed as they arrive.
 WHOLE_FRAME_LIMIT = 256 * 1024
+#: At most this many inflated bytes per `feed`: what a zip bomb can cost before 1009.
+INFLATE_BUDGET = WHOLE_FRAME_LIMIT
 
 _FREE_CLOSE_CODES = range(3000, 5000)   # for libraries and applications
 _DEFINED_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
@@ -73,8 +82,13 @@ def close_payload(payload):
 class ClientFrameParser:
     """Turns the bytes a client sends into events; see the module docstring."""
 
-    def __init__(self, max_message_size=0):
+    def __init__(self, max_message_size=0, inflater=None):
         self.max_message_size = max_message_size
+        self.stalled = False           # inflated output is left: `feed(b"")` before reading more
+        self._inflater = inflater      # a compression.Inflater when permessage-deflate is on
+        self._inflating = False        # the current message is compressed
+        self._inflated_size = 0
+        self._budget = INFLATE_BUDGET  # inflated bytes this `feed` may still produce
         self._pending = b""            # bytes of an incomplete frame header or control frame
         self._remaining = 0            # payload bytes of the current data frame still to come
         self._mask = b""
@@ -95,6 +109,11 @@ class ClientFrameParser:
             self._pending = b""
         events = []
         try:
+            self._budget = INFLATE_BUDGET
+            if self.stalled:
+                if self._drain(events):
+                    self._pending = data
+                    return events
             self._parse(data, events)
         except _Fail as failure:
             events.append((FAIL, failure.code, failure.reason))
@@ -110,14 +129,19 @@ class ClientFrameParser:
                 pos += take
                 self._remaining -= take
                 self._mask_offset = (self._mask_offset + take) % 4
-                self._deliver(events, chunk, self._frame_fin and not self._remaining)
+                if self._inflating:
+                    if self._inflate(events, chunk, self._frame_fin and not self._remaining):
+                        self._pending = data[pos:]
+                        return
+                else:
+                    self._deliver(events, chunk, self._frame_fin and not self._remaining)
                 continue
             frame_start = pos
             header = self._header(data, pos, end)
             if header is None:
                 self._pending = data[frame_start:]
                 return
-            pos, fin, opcode, length, mask = header
+            pos, first, opcode, length, mask = header
             if opcode >= OP_CLOSE:
                 if end - pos < length:  # control frames are handled whole
                     self._pending = data[frame_start:]
@@ -128,21 +152,29 @@ class ClientFrameParser:
                     self._done = True
                     return
                 continue
-            self._check_data_frame(opcode, length)
+            self._check_data_frame(first, opcode, length)
             binary = (opcode or self._message_opcode) == OP_BINARY
             if binary and length <= WHOLE_FRAME_LIMIT and end - pos < length:
                 self._pending = data[frame_start:]
                 return
-            self._start_frame(events, fin, opcode, length, mask)
+            self._start_frame(first, opcode, length, mask)
+            if not length:
+                if self._inflating:
+                    if self._inflate(events, b"", self._frame_fin):
+                        self._pending = data[pos:]
+                        return
+                else:
+                    self._deliver(events, b"", self._frame_fin)
 
     def _header(self, data, pos, end):
-        """(payload start, fin, opcode, length, mask), or None if the header is incomplete."""
+        """(payload start, first byte, opcode, length, mask); None if the header is incomplete."""
         if end - pos < 2:
             return None
         first, second = data[pos], data[pos + 1]
-        if first & 0x70:
-            raise _Fail(1002, "reserved bits set without an extension")
         opcode = first & 0x0F
+        if first & 0x70 and not (self._inflater and first & 0x70 == RSV1
+                                 and opcode in (OP_TEXT, OP_BINARY)):
+            raise _Fail(1002, "reserved bits set without an extension")
         if opcode not in (OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG):
             raise _Fail(1002, f"unknown opcode {opcode}")
         if not second & 0x80:
@@ -168,7 +200,7 @@ class ClientFrameParser:
                 raise _Fail(1002, "fragmented control frame")
             if length > 125:
                 raise _Fail(1002, "control frame over 125 bytes")
-        return start + 4, bool(first & 0x80), opcode, length, data[start:start + 4]
+        return start + 4, first, opcode, length, data[start:start + 4]
 
     def _control(self, events, opcode, payload):
         """Handle a whole control frame; True when it ends the stream (close)."""
@@ -182,8 +214,13 @@ class ClientFrameParser:
             return True
         return False
 
-    def _check_data_frame(self, opcode, length):
-        """Fail a data frame that breaks fragmentation rules or the size limit (header only)."""
+    def _check_data_frame(self, first, opcode, length):
+        """Fail a data frame that breaks fragmentation rules or the size limit (header only).
+
+        A compressed message may take up to twice the limit on the wire:
+        deflate makes incompressible data a little larger, and the inflated
+        size is checked as it is inflated.
+        """
         if opcode == OP_CONTINUATION:
             if self._message_opcode is None:
                 raise _Fail(1002, "continuation frame without a message to continue")
@@ -193,16 +230,38 @@ class ClientFrameParser:
                 raise _Fail(1002, "new message before the fragmented one ended")
             size = length
         if self.max_message_size and size > self.max_message_size:
-            raise _Fail(1009, f"message over {self.max_message_size} bytes")
+            compressed = self._inflating if opcode == OP_CONTINUATION else first & RSV1
+            if not compressed or size > 2 * self.max_message_size:
+                raise _Fail(1009, f"message over {self.max_message_size} bytes")
 
-    def _start_frame(self, events, fin, opcode, length, mask):
+    def _start_frame(self, first, opcode, length, mask):
         if opcode != OP_CONTINUATION:
             self._message_opcode = opcode
             self._message_size = 0
+            self._inflating = first & RSV1 != 0
+            self._inflated_size = 0
         self._message_size += length
-        self._remaining, self._mask, self._mask_offset, self._frame_fin = length, mask, 0, fin
-        if not length:
-            self._deliver(events, b"", fin)
+        self._remaining, self._mask, self._mask_offset = length, mask, 0
+        self._frame_fin = first > 0x7F
+
+    def _inflate(self, events, chunk, ends_message):
+        """Inflate a compressed message's `chunk`; True if output is left for the next feed."""
+        self._inflater.feed(chunk, ends_message)
+        return self._drain(events)
+
+    def _drain(self, events):
+        """DATA events from the inflater, within this feed's budget; True if output is left."""
+        try:
+            chunk = self._inflater.read(self._budget)
+        except zlib.error:
+            raise _Fail(1002, "invalid compressed data") from None
+        self._budget -= len(chunk)  # stays > 0 unless output is left
+        self._inflated_size += len(chunk)
+        if self.max_message_size and self._inflated_size > self.max_message_size:
+            raise _Fail(1009, f"message over {self.max_message_size} bytes once inflated")
+        self._deliver(events, chunk, self._inflater.message_done)
+        self.stalled = self._inflater.pending
+        return self.stalled
 
     def _deliver(self, events, chunk, ends_message):
         is_text = self._message_opcode == OP_TEXT

@@ -4,7 +4,8 @@ simple-websocket performs the upgrade. Its I/O model does not fit a bridge,
 so this subclass changes what follows, each in one place:
 
 - compression is opt-in: the handshake ignores a client's permessage-deflate
-  offer (it halves small-message throughput) and adds --header/--header-ws;
+  offer (it halves small-message throughput) unless --compress is given, then
+  negotiates it (`compression`); it adds --header/--header-ws;
 - sends are serialised: every write is one `sendall` under `_send_lock`, so the
   reader (pongs, close replies) and the writer (data) never interleave or cut
   frames — simple-websocket uses `sock.send` from two threads with no lock;
@@ -13,7 +14,8 @@ so this subclass changes what follows, each in one place:
   the previous data, so a slow process slows the client (backpressure);
 - frames from the client go through `protocol.ClientFrameParser` (streaming,
   bounded memory, --maxframesize checked from the frame header) instead of
-  wsproto's much slower parser; frames to the client are built by `framing`.
+  wsproto's much slower parser; frames to the client are built by `framing`
+  and, with compression, rewritten compressed by `send_frames`.
 
 `_send_lock` also guards the close state, which both threads read.
 """
@@ -27,7 +29,7 @@ import simple_websocket
 from wsproto.events import AcceptConnection, Request
 from wsproto.frame_protocol import CloseReason
 
-from . import protocol
+from . import compression, protocol
 from .framing import frame
 
 RECEIVE_BYTES = 65536
@@ -51,12 +53,16 @@ class _NoBackgroundThread:
 class WebSocket(simple_websocket.Server):
     """A server-side WebSocket on a socket werkzeug handed over."""
 
-    def __init__(self, environ, extra_headers=(), max_message_size=0, subprotocols=()):
+    def __init__(self, environ, extra_headers=(), max_message_size=0, subprotocols=(),
+                 compress=False):
         self.extra_headers = [(name.encode("latin-1"), value.encode("latin-1"))
                               for name, value in extra_headers]
         self._send_lock = threading.Lock()
         self._close_sent = False
-        self._parser = protocol.ClientFrameParser(max_message_size)
+        self._compress = compress
+        self._max_message_size = max_message_size
+        self._deflater = None         # a compression.Deflater once permessage-deflate is agreed
+        self._parser = None           # made by the handshake, with an inflater if agreed
         self.close_code = None        # the first close code sent or received; 1006 if none
         self.last_heard = time.monotonic()
         super().__init__(environ, subprotocols=list(subprotocols), receive_bytes=RECEIVE_BYTES,
@@ -66,7 +72,7 @@ class WebSocket(simple_websocket.Server):
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handshake(self):
-        """Answer the upgrade with 101, without compression, with the configured headers."""
+        """Answer the upgrade with 101, with the configured headers and compression if agreed."""
         lines = ["GET / HTTP/1.1"]
         for key, value in self.environ.items():
             if key.startswith("HTTP_") and key != "HTTP_SEC_WEBSOCKET_EXTENSIONS":
@@ -76,8 +82,18 @@ class WebSocket(simple_websocket.Server):
         if not isinstance(request, Request):
             return  # connected stays False: simple-websocket raises ConnectionError
         self.subprotocol = self.choose_subprotocol(request)
+        headers, inflater = self.extra_headers, None
+        agreement = self._compress and compression.negotiate(
+            self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", ""))
+        if agreement:
+            headers = headers + [(b"Sec-WebSocket-Extensions", agreement.response.encode())]
+            self._deflater = compression.Deflater(agreement.server_window_bits,
+                                                  agreement.server_no_context_takeover)
+            inflater = compression.Inflater(agreement.client_window_bits,
+                                            agreement.client_no_context_takeover)
+        self._parser = protocol.ClientFrameParser(self._max_message_size, inflater)
         self.sock.sendall(self.ws.send(AcceptConnection(
-            subprotocol=self.subprotocol, extra_headers=self.extra_headers)))
+            subprotocol=self.subprotocol, extra_headers=headers)))
         self.connected = True
 
     # -- reading (the session's reader thread only) --------------------------------
@@ -89,18 +105,22 @@ class WebSocket(simple_websocket.Server):
         ends_message). Pings are answered and a client's close frame is
         answered at once with its own code; `still_open` is False from then on,
         and also after a protocol error (answered with 1002/1007), a message
-        over the size limit (1009), or a dropped connection (1006).
+        over the size limit (1009), or a dropped connection (1006). While the
+        parser has inflated data left (`stalled`), nothing is read: it goes on.
         """
-        try:
-            data = self.sock.recv(RECEIVE_BYTES)
-        except OSError:
+        if self._parser.stalled:
             data = b""
-        if not data:
-            with self._send_lock:
-                if self.close_code is None:
-                    self.close_code = CloseReason.ABNORMAL_CLOSURE
-            return [], False
-        self.last_heard = time.monotonic()
+        else:
+            try:
+                data = self.sock.recv(RECEIVE_BYTES)
+            except OSError:
+                data = b""
+            if not data:
+                with self._send_lock:
+                    if self.close_code is None:
+                        self.close_code = CloseReason.ABNORMAL_CLOSURE
+                return [], False
+            self.last_heard = time.monotonic()
         fragments = []
         for event in self._parser.feed(data):
             kind = event[0]
@@ -120,10 +140,16 @@ class WebSocket(simple_websocket.Server):
     # -- writing (any thread) ------------------------------------------------------
 
     def send_frames(self, frames):
-        """Send ready-made data frames; False (and nothing sent) once the connection is closing."""
+        """Send ready-made data frames; False (and nothing sent) once the connection is closing.
+
+        With compression they are compressed here, under the lock, so that
+        they reach the client in the order of the compression context.
+        """
         with self._send_lock:
             if self._close_sent:
                 return False
+            if self._deflater is not None:
+                frames = self._deflater.compress_frames(frames)
             return self._sendall(frames)
 
     def ping(self):
