@@ -158,8 +158,6 @@ def launch_argv(argv, platform=None):
     `platform.python`; any other file by its #! line (see `_shebang_argv`).
     Raises LaunchError when there is no safe way.
     """
-    if platform is None and not IS_WINDOWS:
-        return list(argv)  # (no need to read the platform: this runs for every session)
     platform = platform or current_platform()
     if not platform.is_windows:
         return list(argv)
