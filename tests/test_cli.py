@@ -276,6 +276,17 @@ USAGE_ERRORS = [
                                                                        "--staticdir"]),
     ("passstderr-with-binary", ["--passstderr", "--binary", "echo"], ["--passstderr",
                                                                       "--binary"]),
+    ("bad-broadcast", ["--broadcast=sometimes", "echo"], ["-broadcast", "sometimes", "eager"]),
+    ("broadcast-eager-with-dir", ["--broadcast=eager", "--dir=."], ["--broadcast=eager",
+                                                                     "COMMAND"]),
+    ("broadcast-ids-without-broadcast", ["--broadcast-ids", "echo"], ["--broadcast-ids",
+                                                                      "--broadcast"]),
+    ("broadcast-backlog-without-broadcast", ["--broadcast-backlog=10", "echo"],
+     ["--broadcast-backlog", "--broadcast"]),
+    ("negative-broadcast-backlog", ["--broadcast", "--broadcast-backlog=-1", "echo"],
+     ["broadcast-backlog", "-1"]),
+    ("bad-broadcast-backlog", ["--broadcast", "--broadcast-backlog=1MiB", "echo"],
+     ["broadcast-backlog", "1MiB"]),
 ]
 
 
@@ -291,6 +302,26 @@ def test_usage_error_is_one_line_exit_2_and_starts_nothing(argv, needles, tmp_pa
     # Nothing was started: no child of ours is left running, and no file appeared.
     assert wait_for_no_leftovers() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.sh", "runme.sh", "subdir"]
+
+
+@pytest.mark.parametrize("argv, mode", [
+    (["cat"], ""), (["--broadcast", "cat"], "lazy"), (["--broadcast=true", "cat"], "lazy"),
+    (["-broadcast=1", "cat"], "lazy"), (["--broadcast=eager", "cat"], "eager"),
+    (["--broadcast=false", "cat"], ""), (["--broadcast", "--dir=."], "lazy"),
+])
+def test_broadcast_spellings(argv, mode):
+    assert cli.parse_args(argv).broadcast == mode
+
+
+def test_broadcast_alone_never_takes_the_next_argument_as_its_value():
+    assert cli.parse_flags(["--broadcast", "eager"]) == ({"broadcast": "true"}, ["eager"])
+
+
+def test_broadcast_ids_and_backlog_are_parsed_with_broadcast():
+    config = cli.parse_args(["--broadcast", "--broadcast-ids", "--broadcast-backlog=0x1000",
+                             "cat"])
+    assert (config.broadcast_ids, config.broadcast_backlog) == (True, 4096)
+    assert cli.parse_args(["--broadcast", "cat"]).broadcast_backlog == 1024 * 1024
 
 
 def test_usage_error_via_parse_args_raises_usage_error_in_process():

@@ -192,6 +192,24 @@ def test_chat_room_two_clients_see_both_lines(server, tmp_path):
     wait_for(lambda: srv.session_pids() == [], message="the chat processes to end")
 
 
+def test_broadcast_room_one_process_names_each_client(server):
+    need_flag("devconsole")
+    srv = start(server, "--devconsole", "--broadcast", "--broadcast-ids",
+                "examples/broadcast/room.py")
+    with connect(srv.url(), open_timeout=10) as ann:
+        ann.send("Ann")
+        assert ann.recv(timeout=10) == "* Ann joined"
+        with connect(srv.url(), open_timeout=10) as bob:
+            bob.send("Bob")
+            assert [ann.recv(timeout=10), bob.recv(timeout=10)] == ["* Bob joined"] * 2
+            ann.send("hi Bob")
+            bob.send("Ann: fake")  # bob cannot write as Ann
+            for ws in (ann, bob):
+                assert sorted(ws.recv(timeout=10) for _ in range(2)) == [
+                    "Ann: hi Bob", "Bob: Ann: fake"]
+            assert len(srv.session_pids()) == 1
+
+
 def test_tail_sends_the_last_lines_then_each_appended_line(server, tmp_path):
     need("tail")
     need_flag("devconsole")

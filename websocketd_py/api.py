@@ -10,8 +10,9 @@ COMMAND is an argv list, or a single program path (never split, never given
 to a shell). Options are the command-line flags, with `_` for `-`
 (`header_ws=`, `basic_auth=`, `status_path=`): True/False for switches,
 integers for numbers, a string or a list of strings for repeatable flags and
-for `passenv` and `origin`. They go through the same parsing and checks as
-the command line (`cli.build_config`, `Config.validate`), then the same
+for `passenv` and `origin`, and `broadcast=True` or `broadcast="eager"`. They
+go through the same parsing and checks as the command line
+(`cli.build_config`, `Config.validate`), then the same
 `server.build_app` and `server.run`: a bad value raises ValueError with the
 command line's message, an unknown option TypeError.
 """
@@ -54,13 +55,15 @@ class WebSocketApp:
     thread until it ends. Paths are whole request paths, mount point
     included: the process's PATH_INFO, and what `status_path` must name.
     REMOTE_USER and AUTH_TYPE set by a middleware in front reach the process.
-    Call `close()` when the server stops.
+    With `broadcast="eager"` the shared process starts here. Call `close()`
+    when the server stops.
     """
 
     def __init__(self, command, **options):
         self.config = _config(command, options, _NOT_OPTIONS | _NOT_FOR_MOUNTING)
         self.log = Log(self.config.loglevel)
         self.app = build_app(self.config, self.log)
+        self.app.start_eager_broadcast()
 
     def __call__(self, environ, start_response):
         # The headers for HTTP_* variables: websocketd-py's own server records them as sent.
@@ -99,6 +102,12 @@ def _flag_value(option, name, kind, value):
         if not all(isinstance(item, str) for item in items):
             raise TypeError(f"option {option!r} takes a string or a list of strings")
         return items if kind == "list" else ",".join(items)
+    if kind == "optional":  # --broadcast: True, False or a value such as "eager"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if not isinstance(value, str):
+            raise TypeError(f"option {option!r} takes True, False or a string")
+        return value
     if kind == "bool" and not isinstance(value, bool):
         raise TypeError(f"option {option!r} takes True or False")
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):

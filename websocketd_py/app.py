@@ -5,7 +5,9 @@ request first needs valid credentials (401), and a plain request to
 --status-path gets the status report. A WebSocket upgrade is then
 checked in this order, and refused before any process starts: endpoint found
 (404/403), origin allowed (403), handshake well-formed (400), fork slot free
-(429). Only after simple-websocket has sent the 101 does the process start.
+(429). Only after simple-websocket has sent the 101 does the process start;
+with --broadcast the connection instead joins its endpoint's shared process
+(`broadcast`), still holding a fork slot, so --maxforks caps the clients.
 Plain HTTP requests go to the dev console, static files or a short error.
 """
 
@@ -20,7 +22,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from werkzeug.wrappers import Response
 
-from . import auth, environment, oslayer, status
+from . import auth, broadcast, environment, oslayer, status
 from .process import ChildProcess
 from .session import Session
 from .websocket import CloseReason, WebSocket
@@ -269,6 +271,7 @@ class WebsocketdApp:
         self.forks = ForkSlots(config.maxforks)
         self.sessions = ActiveSessions()
         self.records = ActiveSessions()  # a `status.SessionRecord` per session, for --status-path
+        self.hubs = broadcast.Hubs(config, log, self._shared_environment)  # --broadcast
         self.started = time.monotonic()
         self.basic_auth = basic_auth  # an `auth.BasicAuth` with --basic-auth(-file)
         self.static_app = static_app
@@ -391,6 +394,9 @@ class WebsocketdApp:
             raise Refused(400, f"Bad Request: invalid WebSocket handshake ({error})") from None
         self._access(environ, 101)
         log.access("session", "CONNECT")
+        if self.config.broadcast:
+            self._join_hub(websocket, endpoint, request, log)
+            return
         request = dataclasses.replace(request, subprotocol=websocket.subprotocol or "")
         env = environment.build(request, self.config.passenv)
         if log.enabled("debug"):
@@ -420,6 +426,42 @@ class WebsocketdApp:
         exit_words = oslayer.describe_exit(process.popen.returncode)
         log.with_fields(exit=exit_words, close=websocket.close_code or "").access(
             "session", "DISCONNECT")
+
+    def _join_hub(self, websocket, endpoint, request, log):
+        """--broadcast: the connection becomes one more client of its endpoint's shared process."""
+        hub = self.hubs.hub_for(endpoint)
+        client = broadcast.Client(hub, websocket, request.unique_id, self.config, log)
+        record = status.SharedSessionRecord(request.unique_id, request.remote_addr,
+                                            endpoint.argv[0], time.time(), hub)
+        self.sessions.add(client)
+        self.records.add(record)
+        try:
+            client.run()
+        finally:
+            self.sessions.remove(client)
+            self.records.remove(record)
+        log.with_fields(close=websocket.close_code or "").access("session", "DISCONNECT")
+
+    def start_eager_broadcast(self):
+        """--broadcast=eager: the shared process starts now, before any client connects."""
+        if self.config.broadcast == "eager":
+            self.hubs.hub_for(Endpoint(self.config.command, "/", "")).keep_running()
+
+    def _shared_environment(self, endpoint):
+        """A --broadcast process's environment: its endpoint's, and no client's.
+
+        SCRIPT_NAME names the endpoint; PATH_INFO, the query, the headers and
+        every client or Host fact (REMOTE_*, SERVER_NAME, SERVER_PORT) are
+        empty; UNIQUE_ID is the process's own; HTTPS=on with --ssl.
+        """
+        request = EndpointRequest(
+            method="GET", host="", https=self.config.ssl, remote_addr="", remote_port="",
+            remote_host="", script_name=endpoint.script_name, path_info="",
+            path=endpoint.script_name, query_string="", request_uri=endpoint.script_name,
+            unique_id=environment.unique_id(), headers=())
+        env = environment.build(request, self.config.passenv)
+        env.update(SERVER_NAME="", SERVER_PORT="")
+        return env
 
     def _endpoint_request(self, environ, endpoint, host, https):
         remote_addr = environ.get("REMOTE_ADDR", "")

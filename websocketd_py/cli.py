@@ -64,8 +64,9 @@ FLAGS = {
     "broadcast": ("optional", "One shared process per endpoint for all its clients: every line "
                               "goes to every client, every message to its stdin; =eager starts "
                               "it with the server instead of at the first client"),
-    "broadcast-ids": ("bool", "With --broadcast: prefix each client message written to the "
-                              "process with the client's id and a space"),
+    "broadcast-ids": ("bool", "With --broadcast: each line a client sends reaches the process "
+                              "as \"ID line\" (the client's id, as in the log; with --binary "
+                              "each binary message gets \"ID \" before it)"),
     "broadcast-backlog": ("int", "With --broadcast: bytes a slow client may fall behind before "
                                  "it is closed with 1008 (default 1048576)"),
     "trusted-proxy": ("str", "Comma-separated addresses or networks (CIDR) of reverse proxies: "

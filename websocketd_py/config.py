@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 
 #: Flags that parse but whose feature this release does not have yet.
-NOT_SUPPORTED_YET = ("broadcast",)
+NOT_SUPPORTED_YET = ()
 
 
 @dataclasses.dataclass(frozen=True)

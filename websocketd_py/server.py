@@ -520,6 +520,7 @@ def run(config):
     except ListenError as error:
         sys.stderr.write(f"websocketd-py: {error}\n")
         return 1
+    app.start_eager_broadcast()  # only now: a listener that cannot open leaves no process
     request.on_second_signal = lambda name: _exit_now(app, name)
     for listener in listeners:
         threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
@@ -533,7 +534,8 @@ def run(config):
 
 
 def shutdown(app, servers, log):
-    """Stop accepting, end every session and CGI script in parallel, and leave no child behind."""
+    """Stop accepting, end every session, --broadcast process and CGI script in parallel,
+    and leave no child behind."""
     app.closing = True
     stoppers = [threading.Thread(target=server.shutdown) for server in servers]
     for thread in stoppers:
@@ -543,9 +545,10 @@ def shutdown(app, servers, log):
     for server in servers:
         server.server_close()
     told = _tell_sessions_to_end(app, frozenset())
+    app.hubs.close()  # the shared processes stop in threads of their own
     if app.cgi_scripts is not None:
         app.cgi_scripts.stop_all()  # meanwhile the sessions end in their own threads
-    if not _wait_for_sessions(app, told):
+    if not (_wait_for_sessions(app, told) and app.hubs.wait_stopped(SHUTDOWN_GRACE)):
         _kill_all(app)
         app.sessions.wait_empty(0.5)
     log.write("info", "server", "stopped")
@@ -578,8 +581,10 @@ def _wait_for_sessions(app, told):
 def _kill_all(app):
     """SIGKILL every process group the server started. Takes no lock (see ShutdownRequest)."""
     for session in app.sessions.snapshot():
-        session.process.kill_group()
+        if session.process is not None:  # None: a --broadcast client, its hub's is below
+            session.process.kill_group()
         session.websocket.abort()
+    app.hubs.kill_all()
     if app.cgi_scripts is not None:
         for process in app.cgi_scripts.running.snapshot():
             process.kill_group()

@@ -5,7 +5,9 @@
      "command": "/usr/bin/cat", "pid": 6709, "started": "2026-11-24T16:58:12Z"}]}
 
 `forks_in_use` also counts running CGI scripts; `maxforks` is null when
-unlimited; sessions are listed oldest first, `started` in UTC.
+unlimited; sessions are listed oldest first, `started` in UTC (when the
+client connected). With --broadcast every client is a session and `pid` is
+its endpoint's shared process now (null while it restarts).
 """
 
 import dataclasses
@@ -30,6 +32,23 @@ class SessionRecord:
     def as_json(self):
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))
         return dict(dataclasses.asdict(self), started=started)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedSessionRecord:
+    """A --broadcast client: its process is its hub's current one, which restarts may change."""
+
+    id: str
+    remote: str
+    command: str
+    started: float   # time.time() when the client connected
+    hub: object      # a `broadcast.Hub`
+
+    def as_json(self):
+        process = self.hub.process
+        return SessionRecord(self.id, self.remote, self.command,
+                             process.pid if process is not None else None,
+                             self.started).as_json()
 
 
 def report(records, forks_in_use, maxforks, uptime):
