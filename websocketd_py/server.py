@@ -39,6 +39,14 @@ SELECT_CAPACITY = 500
 #: many seconds, then again at this interval, so a client that vanished without a trace
 #: (power cut, network gone) is noticed instead of holding its session for ever.
 KEEPALIVE_SECONDS = 15
+#: sys.setswitchinterval for the server process. With thousands of sessions, a burst
+#: (everyone sends at once, or everyone hangs up) wakes thousands of threads; each one
+#: waiting for the GIL asks the holder to let go every interval (5 ms by default), so
+#: the holder is stopped after almost every step and the work dissolves into thread
+#: switches. Session threads give the GIL up themselves at every blocking call, so a
+#: long interval costs them nothing; measured: 2,000 clients gone at once were cleaned
+#: up in 1.7 s instead of 23-42 s, and all of 5,000 idle sessions echo at once (3,250 did).
+SWITCH_INTERVAL = 0.1
 #: How often listeners look up from accept() for a shutdown request.
 POLL_INTERVAL = 0.1
 #: How long ending every session may take at shutdown before the rest is killed.
@@ -511,6 +519,7 @@ def run(config):
     request = ShutdownRequest()
     log = Log(config.loglevel)
     oslayer.raise_open_file_limit()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     exit_watch()  # the shared threads start now: the idle server's footprint includes them
     if not config.passstderr:
         stderr.start_shared_reader()
