@@ -241,14 +241,7 @@ class Hub:
         errors = stderr.follow(process.stderr_fd, log,
                                self if self._config.passstderr else None,
                                on_error=lambda: process.stop(self._config.closems))
-        framer = None
-        if self._config.binary:
-            def frames(chunk):
-                return framing.frame(framing.OP_BINARY, chunk)
-            finish = bytes
-        else:
-            framer = framing.LineFramer(stream="stdout" if self._config.passstderr else None)
-            frames, finish = framer.feed, framer.finish
+        framer = framing.stdout_framer(self._config.binary, self._config.passstderr)
         receivers = frozenset()
         while True:
             try:
@@ -258,17 +251,17 @@ class Hub:
             if not chunk:
                 break
             self._quiet = False
-            if framer is not None and framer.started:
+            if framer.started:
                 # The rest of a long line goes to the clients that got its start: a
                 # client joins between two messages, never inside one.
                 end = chunk.find(b"\n") + 1 or len(chunk)
                 _offer(receivers, framer.feed(chunk[:end]))
                 chunk = chunk[end:]
-            if framer is None or not framer.started:
+            if not framer.started:
                 receivers = self._clients
             if chunk:
-                _offer(receivers, frames(chunk))
-        _offer(receivers, finish())
+                _offer(receivers, framer.feed(chunk))
+        _offer(receivers, framer.finish())
         status = process.stop(self._config.closems)
         stderr_done = errors.wait(STDERR_GRACE) or errors.abandon()
         process.kill_group()

@@ -15,7 +15,7 @@ import codecs
 import json
 import struct
 
-from .protocol import OP_BINARY, OP_CONTINUATION, OP_TEXT  # the opcodes frame() takes
+from .protocol import OP_BINARY, OP_CONTINUATION, OP_TEXT
 
 _SHORT_HEADERS = {
     (opcode, fin): [bytes(((0x80 if fin else 0) | opcode, n)) for n in range(126)]
@@ -40,6 +40,25 @@ def frame(opcode, payload, fin=True):
 def _json_escape(text):
     """Escape text as the inside of a JSON string; pieces escaped apart join into valid JSON."""
     return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def stdout_framer(binary, passstderr):
+    """The framer of a program's stdout: a message per read (--binary), else per line."""
+    if binary:
+        return BinaryFramer()
+    return LineFramer(stream="stdout" if passstderr else None)
+
+
+class BinaryFramer:
+    """Binary mode: each read is one binary message, sent as it came."""
+
+    started = False  # (never inside a message: see LineFramer.started)
+
+    def feed(self, chunk):
+        return frame(OP_BINARY, chunk)
+
+    def finish(self):
+        return b""
 
 
 class LineFramer:

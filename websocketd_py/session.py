@@ -134,13 +134,7 @@ class Session:
 
     def _pump_stdout_to_socket(self):
         fd = self.process.stdout_fd
-        if self.config.binary:
-            def frames(chunk):
-                return framing.frame(framing.OP_BINARY, chunk)
-            finish = bytes
-        else:
-            framer = framing.LineFramer(stream="stdout" if self.config.passstderr else None)
-            frames, finish = framer.feed, framer.finish
+        framer = framing.stdout_framer(self.config.binary, self.config.passstderr)
         sending = True
         while True:
             try:
@@ -150,11 +144,11 @@ class Session:
             if not chunk:
                 break
             self._quiet = False
-            out = frames(chunk)
+            out = framer.feed(chunk)
             if out and sending:
                 sending = self.websocket.send_frames(out)
         self._stdout_closed.set()
-        last = finish()
+        last = framer.finish()
         if last and sending:
             self.websocket.send_frames(last)
         self._end_after_stdout_closed()
