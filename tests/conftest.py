@@ -70,7 +70,11 @@ def wait_for(condition, timeout=10.0, interval=0.01, message="condition"):
 def children_of(pid):
     """PIDs whose parent is `pid` (Linux /proc)."""
     found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:  # it has just exited (a session's process, say)
+        return found
+    for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/children") as f:
                 found += [int(p) for p in f.read().split()]

@@ -11,29 +11,18 @@ import os
 import socket
 import struct
 import sys
-import threading
 import zlib
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
+from test_session import echo_through_binary_cat, receive_all
 from websocketd_py import compression, framing
 
 TAIL = b"\x00\x00\xff\xff"
-
-
-def receive_all(ws, timeout=10):
-    """Every message until the server closes; (messages, close code)."""
-    messages = []
-    try:
-        while True:
-            messages.append(ws.recv(timeout=timeout))
-    except ConnectionClosed as closed:
-        return messages, (closed.rcvd.code if closed.rcvd else None)
 
 
 def deflate(data):
@@ -247,15 +236,7 @@ def test_binary_echo_small_and_one_mebibyte(server):
     with connect(srv.url(), compression="deflate", max_size=None) as ws:
         for payload in (b"\x00\x01\x02", os.urandom(1000), bytes(1024 * 1024),
                         os.urandom(1024 * 1024)):
-            sender = threading.Thread(target=ws.send, args=(payload,))
-            sender.start()
-            received = bytearray()
-            while len(received) < len(payload):
-                message = ws.recv(timeout=20)
-                assert isinstance(message, bytes)
-                received += message
-            sender.join()
-            assert bytes(received) == payload
+            assert echo_through_binary_cat(ws, payload) == payload
 
 
 # The offers of Autobahn's cases 13.1-13.7 (whose JSON payloads hold newlines, which
@@ -300,7 +281,7 @@ def test_passstderr_messages_are_compressed_too(server):
     srv = server("--compress", "--passstderr", "sh", "-c",
                  "echo out; echo err >&2; head -c 100000 /dev/zero | tr '\\0' y; echo")
     with connect(srv.url(), compression="deflate", max_size=None) as ws:
-        messages, code = receive_all(ws)
+        messages, code, _ = receive_all(ws)
     parsed = [json.loads(message) for message in messages]
     assert {"stream": "stdout", "data": "out"} in parsed
     assert {"stream": "stderr", "data": "err"} in parsed

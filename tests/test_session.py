@@ -81,19 +81,24 @@ def test_binary_message_in_text_mode_is_dropped_and_logged(server):
     srv.wait_log(r"ERROR .*binary message dropped")
 
 
+def echo_through_binary_cat(ws, payload):
+    """Send `payload` while reading what comes back (cat may return it in other pieces)."""
+    sender = threading.Thread(target=ws.send, args=(payload,))
+    sender.start()
+    received = bytearray()
+    while len(received) < len(payload):
+        message = ws.recv(timeout=20)
+        assert isinstance(message, bytes)
+        received += message
+    sender.join()
+    return bytes(received)
+
+
 def test_binary_mode_one_mebibyte_both_ways_through_cat(server):
     srv = server("--binary", "cat")
     payload = os.urandom(1024 * 1024)
     with connect(srv.url(), max_size=None) as ws:
-        sender = threading.Thread(target=ws.send, args=(payload,))
-        sender.start()
-        received = bytearray()
-        while len(received) < len(payload):
-            message = ws.recv(timeout=20)
-            assert isinstance(message, bytes)
-            received += message
-        sender.join()
-        assert bytes(received) == payload
+        assert echo_through_binary_cat(ws, payload) == payload
         ws.send("text gets a newline")
         assert ws.recv(timeout=10) == b"text gets a newline\n"
 
