@@ -349,6 +349,16 @@ def test_help_exits_0_and_mentions_every_flag():
     assert "COMMAND" in result.stdout and "--dir" in result.stdout
 
 
+def test_readme_flag_table_has_a_row_for_every_flag():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"),
+                  encoding="utf-8").read()
+    table = readme.split("## Every flag", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `--")]
+    for name in cli.FLAGS:
+        assert any(re.search(rf"`--{re.escape(name)}[=`\[]", row.split("|")[1]) for row in rows), \
+            f"README's flag table has no row for --{name}"
+
+
 def test_short_h_prints_the_same_help():
     long_form, short_form = run_cli("--help"), run_cli("-h")
     assert short_form.returncode == 0
