@@ -22,7 +22,7 @@ import time
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import __version__, auth, oslayer, stderr, tls, unixsocket
+from . import __version__, auth, oslayer, stderr, threads, tls, unixsocket
 from .app import WebsocketdApp
 from .log import Log
 from .process import exit_watch
@@ -315,7 +315,7 @@ class Listener(ThreadedWSGIServer):
         self.shown_host = shown_host
         self.tls_context = tls_context
         self.unix_file = unix_file  # only now: werkzeug's __init__ calls server_close()
-        self.waiting_room = WaitingRoom(super().process_request)
+        self.waiting_room = WaitingRoom(self._start_handler)
 
     def log(self, type, message, *args):
         """werkzeug's own reports (an exception in the app, a 500) go to the websocketd log."""
@@ -333,6 +333,10 @@ class Listener(ThreadedWSGIServer):
         if request.family in (socket.AF_INET, socket.AF_INET6):
             _keep_alive(request)
         self.waiting_room.admit(request, client_address)
+
+    def _start_handler(self, request, client_address):
+        """werkzeug's thread for one connection, started without waiting for it (`threads`)."""
+        threads.start(self.process_request_thread, request, client_address)
 
     def finish_request(self, request, client_address):
         """Serve one connection; runs in its own thread, so the TLS handshake is done here."""

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 
-from . import framing, oslayer, stderr
+from . import framing, oslayer, stderr, threads
 from .process import exit_watch
 from .websocket import CloseReason
 
@@ -59,16 +59,16 @@ class Session:
         self._stderr = stderr.follow(self.process.stderr_fd, self.log,
                                      self.websocket if self.config.passstderr else None,
                                      on_error=self._fail)
-        writer = self._thread(self._pump_stdout_to_socket, "writer")
+        writer = self._start_writer()
         exits = exit_watch()
         exits.add(self.process, self._on_exit)
         self._guarded(self._pump_socket_to_stdin, "reader")
         # The client has gone or answered our close, and the process group was stopped.
-        writer.join(ORPHAN_PIPE_GRACE)
-        if writer.is_alive() and oslayer.pipe_is_held_open(self.process.stdout_fd):
+        if (not writer.wait(ORPHAN_PIPE_GRACE)
+                and oslayer.pipe_is_held_open(self.process.stdout_fd)):
             self._give_up_stdout()
         else:
-            writer.join()  # it has EOF to read; it is only slow (a busy server)
+            writer.wait()  # it has EOF to read; it is only slow (a busy server)
         exits.discard(self.process)
         stderr_done = self._stderr.wait(ORPHAN_PIPE_GRACE)
         if not (stderr_done or oslayer.pipe_is_held_open(self.process.stderr_fd)):
@@ -76,7 +76,7 @@ class Session:
         if not stderr_done:
             stderr_done = self._stderr.abandon()
         self.process.kill_group()
-        if stderr_done and not writer.is_alive():
+        if stderr_done and writer.is_set():
             # a thread still blocked on a pipe closes nothing under it: its fd could be reused
             self.process.close_pipes()
         self.websocket.release()
@@ -199,8 +199,14 @@ class Session:
             self.log.error("session", f"internal error in the {role} thread: {error!r}")
             self._fail()
 
-    def _thread(self, pump, role):
-        thread = threading.Thread(target=self._guarded, args=(pump, role),
-                                  name=f"session-{role}", daemon=True)
-        thread.start()
-        return thread
+    def _start_writer(self):
+        """Start the writer thread; the Event it sets when it ends."""
+        done = threading.Event()
+
+        def write():
+            try:
+                self._guarded(self._pump_stdout_to_socket, "writer")
+            finally:
+                done.set()
+        threads.start(write)
+        return done
