@@ -127,7 +127,7 @@ class Config:
             raise UsageError(oslayer.explain_missing_command(self.command[0]))
         command = (resolved,) + self.command[1:]
         try:
-            oslayer.launch_argv(command)  # Windows: is there a safe way to start it?
+            oslayer.launch_argv(command, oslayer.current_platform())  # Windows: can it start?
         except oslayer.LaunchError as error:
             raise UsageError(str(error)) from None
         return dataclasses.replace(self, command=command)

@@ -158,6 +158,8 @@ def launch_argv(argv, platform=None):
     `platform.python`; any other file by its #! line (see `_shebang_argv`).
     Raises LaunchError when there is no safe way.
     """
+    if platform is None and not IS_WINDOWS:
+        return list(argv)  # per session: reading the platform would cost ~3% of a churn
     platform = platform or current_platform()
     if not platform.is_windows:
         return list(argv)
@@ -403,6 +405,28 @@ def raise_open_file_limit():
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
+
+
+def use_one_malloc_arena():
+    """glibc only: one malloc arena for all threads (M_ARENA_MAX), before any thread starts.
+
+    glibc gives threads up to 8 arenas per core; each session's thread then
+    leaves freed memory in whichever arena it used, and RSS per idle session
+    grows with the session count (measured: 102 KiB per session at 1,000
+    sessions, 86 KiB with one arena). Python allocates under the GIL, so the
+    threads do not contend for the one arena.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    mallopt(_M_ARENA_MAX, 1)
+
+
+_M_ARENA_MAX = -8  # from glibc's malloc.h
 
 
 def listening_socket(host, port):
