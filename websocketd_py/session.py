@@ -15,7 +15,7 @@ Two threads shared by all sessions do the rest: stderr is logged by one
 (`stderr`; with --passstderr the session has a thread of its own that sends
 it), and one notices a process that exits while a grandchild keeps its
 stdout open (`process.ExitWatch`). Two threads per session, not four: about
-35 KiB less memory each (measured: 98-115 KiB per idle session, was 132-146).
+35 KiB less memory each (measured then: 98-115 KiB per idle session, was 132-146).
 
 Ending: the client leaves → stdin closed → the stop schedule (`process`).
 stdout closes → the last line is sent → the process is stopped and reaped →
