@@ -137,11 +137,17 @@ def test_the_embedding_example_serves_its_page_and_the_counter(python_program):
 
 @pytest.fixture
 def werkzeug_server():
-    """`werkzeug_server(wsgi_app)`: werkzeug's threaded server in a thread; its port."""
-    servers = []
+    """`werkzeug_server(wsgi_app)`: werkzeug's threaded server in a thread; its port.
+
+    An error that reaches the server (socketserver would print its traceback
+    and drop the connection), e.g. reading the next request from a stream
+    the session closed, fails the test.
+    """
+    servers, errors = [], []
 
     def start(app):
         server = make_server("127.0.0.1", 0, app, threaded=True)
+        server.handle_error = lambda request, address: errors.append(repr(sys.exc_info()[1]))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         servers.append((server, thread))
@@ -152,6 +158,7 @@ def werkzeug_server():
         server.shutdown()
         thread.join()
         server.server_close()
+    assert errors == []
 
 
 def site(environ, start_response):

@@ -27,6 +27,7 @@ from .app import WebsocketdApp
 from .log import Log
 from .process import exit_watch
 from .redirect import RedirectApp
+from .websocket import TAKEN_OVER_ENDS_CONNECTION
 
 #: Seconds a client has to send its request line and headers, once it has sent a first byte.
 REQUEST_TIMEOUT = 30
@@ -91,6 +92,7 @@ class RequestHandler(WSGIRequestHandler):
             environ["wsgi.url_scheme"] = "https"
         # The headers as received (order, repeats), for the process environment.
         environ["websocketd_py.headers"] = list(self.headers.items())
+        environ[TAKEN_OVER_ENDS_CONNECTION] = True  # see connection_dropped
         return environ
 
     def handle(self):

@@ -34,6 +34,8 @@ from . import compression, protocol
 from .framing import frame
 
 RECEIVE_BYTES = 65536
+#: WSGI environ key: the handler closes a connection once a session took it over.
+TAKEN_OVER_ENDS_CONNECTION = "websocketd_py.taken_over_ends_connection"
 #: At the end of a session, how long the client's last bytes are waited for (see `release`).
 LINGER = 1.0
 _MAX_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
@@ -103,13 +105,15 @@ class WebSocket(simple_websocket.Server):
 
         wsproto's connection state goes (frames are `protocol`'s and
         `framing`'s), and simple-websocket's event for its reader thread (there
-        is none), and so does the request's input stream with its 8 KiB read
-        buffer: from now on the socket is read directly.
+        is none). Under websocketd-py's own server (`server.RequestHandler`),
+        which reads no further request on a taken-over connection, so does the
+        request's input stream with its 8 KiB read buffer: from now on the
+        socket is read directly. (Another server, embedding `WebSocketApp`,
+        may still read from it.)
         """
         self.ws = self.event = None
-        request_body = self.environ.get("wsgi.input")
-        if request_body is not None:
-            request_body.close()
+        if self.environ.get(TAKEN_OVER_ENDS_CONNECTION):
+            self.environ["wsgi.input"].close()
 
     # -- reading (the session's reader thread only) --------------------------------
 
