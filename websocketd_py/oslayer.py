@@ -414,14 +414,16 @@ def use_one_malloc_arena():
     leaves freed memory in whichever arena it used, and RSS per idle session
     grows with the session count (measured: 102 KiB per session at 1,000
     sessions, 86 KiB with one arena). Python allocates under the GIL, so the
-    threads do not contend for the one arena.
+    threads do not contend for the one arena. A limit set by the user
+    (MALLOC_ARENA_MAX, or arena_max in GLIBC_TUNABLES) is left as it is.
     """
-    if not sys.platform.startswith("linux"):
+    if (not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ
+            or "arena_max" in os.environ.get("GLIBC_TUNABLES", "")):
         return
-    import ctypes
     try:
+        import ctypes
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+    except (ImportError, OSError, AttributeError):  # no ctypes, or not glibc (musl)
         return
     mallopt(_M_ARENA_MAX, 1)
 

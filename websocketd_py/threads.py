@@ -6,7 +6,9 @@ the new thread blocks. A session starts two threads (werkzeug's handler and
 its writer); measured on connection churn, the waits cost more CPU and
 latency than the threads' own start. These threads are daemons that nobody
 joins (a session waits for an Event instead), so they need none of
-`threading.Thread`'s bookkeeping.
+`threading.Thread`'s bookkeeping. Code running in them must not call
+`threading.current_thread()` (on Python 3.11 each such thread would leave a
+`_DummyThread` behind); neither the session code nor werkzeug's handler does.
 """
 
 import _thread
