@@ -1,19 +1,78 @@
-"""Starting a session's threads without waiting for them.
+"""Threads for sessions: started without waiting, and reused while connections churn.
 
 `threading.Thread.start()` blocks until the new thread runs: the starter
 sleeps, the new thread wakes it, and under the GIL it only runs again when
-the new thread blocks. A session starts two threads (werkzeug's handler and
-its writer); measured on connection churn, the waits cost more CPU and
-latency than the threads' own start. These threads are daemons that nobody
-joins (a session waits for an Event instead), so they need none of
-`threading.Thread`'s bookkeeping. Code running in them must not call
-`threading.current_thread()` (on Python 3.11 each such thread would leave a
-`_DummyThread` behind); neither the session code nor werkzeug's handler does.
+the new thread blocks. Creating an OS thread (and its Python thread state)
+holds the GIL too. A session needs two threads (werkzeug's handler and its
+writer), so on connection churn both costs showed in the profiles. Here a
+thread whose work is done waits up to IDLE_SECONDS for the next piece of
+work before it ends, and `start` hands work to such a thread when there is
+one. These threads are daemons that nobody joins (a session waits for an
+Event instead), so they need none of `threading.Thread`'s bookkeeping.
+Code running in them must not call `threading.current_thread()` (on Python
+3.11 each such thread would leave a `_DummyThread` behind); neither the
+session code nor werkzeug's handler does.
 """
 
 import _thread
+import traceback
+
+#: How long a thread whose work is done waits for more before it ends.
+IDLE_SECONDS = 1.0
+#: At most this many threads wait for work; others end at once.
+MAX_IDLE = 32
+
+_idle = []                        # _Worker of each waiting thread, the latest last
+_idle_lock = _thread.allocate_lock()
+
+
+class _Worker:
+    """A waiting thread: `work` is set, then `wake` released, to give it its next job."""
+
+    __slots__ = ("work", "wake")
+
+    def __init__(self):
+        self.work = None
+        self.wake = _thread.allocate_lock()
+        self.wake.acquire()
 
 
 def start(target, *args):
-    """Run `target(*args)` in a new thread and return at once."""
-    _thread.start_new_thread(target, args)
+    """Run `target(*args)` in another thread (a waiting one, else a new one) and return at once."""
+    with _idle_lock:
+        worker = _idle.pop() if _idle else None
+    if worker is None:
+        _thread.start_new_thread(_run, (target, args))
+    else:
+        worker.work = (target, args)
+        worker.wake.release()
+
+
+def _run(target, args):
+    worker = _Worker()
+    while True:
+        try:
+            target(*args)
+        except Exception:  # the targets catch their own errors; this is a last resort
+            traceback.print_exc()
+        target = args = None  # a waiting thread holds nothing of its last job
+        if not _wait_for_work(worker):
+            return
+        target, args = worker.work
+        worker.work = None
+
+
+def _wait_for_work(worker):
+    """Wait for `start` to hand this thread work: True; or False when it should end."""
+    with _idle_lock:
+        if len(_idle) >= MAX_IDLE:
+            return False
+        _idle.append(worker)
+    if worker.wake.acquire(timeout=IDLE_SECONDS):
+        return True
+    with _idle_lock:
+        if worker in _idle:  # nobody took it: end
+            _idle.remove(worker)
+            return False
+    worker.wake.acquire()  # `start` took it just as the wait ended: its work is coming
+    return True

@@ -1,0 +1,94 @@
+"""threads.start: work runs in another thread at once; threads are reused, and end when idle.
+
+Threads are told apart by their native id, and a thread has ended when
+/proc/self/task no longer lists it (Linux).
+"""
+import _thread
+import os
+import sys
+import threading
+
+import pytest
+
+from conftest import wait_for
+from websocketd_py import threads
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/task")
+
+
+@pytest.fixture(autouse=True)
+def own_pool(monkeypatch):
+    """A pool of its own (threads idle from other tests' servers take no work from here),
+    and at the end every thread started here has ended: none waits for work any more."""
+    monkeypatch.setattr(threads, "_idle", [])
+    monkeypatch.setattr(threads, "IDLE_SECONDS", 0.2)
+    before = _thread._count()
+    yield
+    monkeypatch.setattr(threads, "MAX_IDLE", 0)
+
+    def all_ended():
+        while threads._idle:
+            threads.start(lambda: None)  # its last job
+        return _thread._count() <= before
+    wait_for(all_ended, message="the threads started here to end")
+
+
+def run(target=lambda: None):
+    """threads.start a job; wait for it; the native id of the thread that ran it."""
+    done, ran_in = threading.Event(), []
+
+    def job(arg):
+        assert arg == "arg"
+        ran_in.append(threading.get_native_id())
+        try:
+            target()
+        finally:
+            done.set()
+    threads.start(job, "arg")
+    assert done.wait(10)
+    return ran_in[0]
+
+
+def alive(native_id):
+    return os.path.exists(f"/proc/self/task/{native_id}")
+
+
+def test_start_returns_while_the_work_runs_elsewhere():
+    release, started = threading.Event(), threading.Event()
+
+    def blocked():
+        started.set()
+        release.wait(10)
+    threads.start(blocked)  # returns although the job blocks
+    assert started.wait(10)
+    release.set()
+
+
+def test_a_thread_is_reused_then_ends_when_idle():
+    first = run()
+    wait_for(lambda: threads._idle, message="the thread to wait for work")
+    assert run() == first != threading.get_native_id()
+    wait_for(lambda: not alive(first), message="the idle thread to end")
+    assert threads._idle == []
+
+
+def test_at_most_max_idle_threads_wait(monkeypatch):
+    monkeypatch.setattr(threads, "MAX_IDLE", 1)
+    monkeypatch.setattr(threads, "IDLE_SECONDS", 30)  # none ends for being idle meanwhile
+    release = threading.Event()
+    ids = []
+    for _ in range(3):  # three at once: three threads
+        threads.start(lambda: (ids.append(threading.get_native_id()), release.wait(10)))
+    wait_for(lambda: len(ids) == 3, message="three jobs to run")
+    release.set()
+    wait_for(lambda: sum(map(alive, ids)) == 1, message="two threads to end at once")
+    assert len(threads._idle) == 1
+
+
+def test_a_job_that_raises_leaves_its_thread_usable(capfd):
+    def fails():
+        raise RuntimeError("boom")
+    first = run(fails)
+    wait_for(lambda: threads._idle, message="the thread to wait for work")
+    assert run() == first
+    assert "RuntimeError: boom" in capfd.readouterr().err
