@@ -22,6 +22,13 @@ DEBUG, TRACE, ACCESS, INFO, ERROR, FATAL = LEVELS
 _ONE_LINE = str.maketrans({c: " " for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]})
 
 
+def _one_line(value):
+    """`value` as text with no line break or control character in it."""
+    text = str(value)
+    # Every character _ONE_LINE replaces is unprintable; the check is much faster.
+    return text if text.isprintable() else text.translate(_ONE_LINE)
+
+
 def _timestamp():
     return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime())
 
@@ -41,10 +48,10 @@ class Log:
         """Write one entry if `level` passes the threshold; `fields` is (key, value) pairs."""
         if _RANK[level] < self.threshold:
             return
-        pairs = " ".join(f"{key}:'{str(value).translate(_ONE_LINE)}'" for key, value in fields)
+        pairs = " ".join(f"{key}:'{_one_line(value)}'" for key, value in fields)
         line = (
             f"{_timestamp()} | {level.upper():<6} | {category:<10} | {pairs} | "
-            f"{str(message).translate(_ONE_LINE)}\n"
+            f"{_one_line(message)}\n"
         )
         with self._lock:
             try:
