@@ -92,3 +92,40 @@ def test_a_job_that_raises_leaves_its_thread_usable(capfd):
     wait_for(lambda: threads._idle, message="the thread to wait for work")
     assert run() == first
     assert "RuntimeError: boom" in capfd.readouterr().err
+
+
+# -- Latch ------------------------------------------------------------------------------
+
+
+def test_a_latch_wakes_every_waiter_once_set():
+    latch, woke = threads.Latch(), []
+    waiters = [threading.Thread(target=lambda: woke.append(latch.wait(30))) for _ in range(5)]
+    for waiter in waiters:
+        waiter.start()
+    assert not latch.is_set() and woke == []
+    latch.set()
+    for waiter in waiters:
+        waiter.join(5)  # all at once, not one per wait timeout
+    assert woke == [True] * 5 and latch.is_set() and latch.wait(0) and latch.wait()
+
+
+def test_a_latch_wait_times_out_while_unset():
+    latch = threads.Latch()
+    assert latch.wait(0.05) is False and latch.wait(0) is False and not latch.is_set()
+
+
+def test_setting_a_latch_again_is_harmless():
+    latch, errors = threads.Latch(), []
+
+    def set_it():
+        try:
+            latch.set()
+        except Exception as error:
+            errors.append(error)
+    setters = [threading.Thread(target=set_it) for _ in range(20)]
+    for setter in setters:
+        setter.start()
+    for setter in setters:
+        setter.join(10)
+    set_it()
+    assert errors == [] and latch.wait(1) and latch.wait(1)

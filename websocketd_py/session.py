@@ -49,8 +49,8 @@ class Session:
         self.waiting_for_process = False  # the reader waits for the process to read stdin
         self.started = time.monotonic()
         self._quiet = True                # no stdout yet, and no buffering hint given
-        self._reader_done = threading.Event()
-        self._stdout_closed = threading.Event()
+        self._reader_done = threads.Latch()
+        self._stdout_closed = threads.Latch()
         self._give_up_lock = threading.Lock()
         self._gave_up_stdout = False
         self._stderr = None
@@ -200,8 +200,8 @@ class Session:
             self._fail()
 
     def _start_writer(self):
-        """Start the writer thread; the Event it sets when it ends."""
-        done = threading.Event()
+        """Start the writer thread; the Latch it sets when it ends."""
+        done = threads.Latch()
 
         def write():
             try:

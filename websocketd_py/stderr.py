@@ -17,7 +17,7 @@ import os
 import selectors
 import threading
 
-from . import framing
+from . import framing, threads
 
 READ_BYTES = 65536
 
@@ -102,7 +102,7 @@ class _SharedFollower:
         self.logger = _LineLogger(log)
         self.on_error = on_error
         self.key = None               # its `selectors.SelectorKey` while watched
-        self.done = threading.Event()
+        self.done = threads.Latch()
 
     def wait(self, timeout=None):
         return self.done.wait(timeout)

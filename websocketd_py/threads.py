@@ -7,11 +7,13 @@ holds the GIL too. A session needs two threads (werkzeug's handler and its
 writer), so on connection churn both costs showed in the profiles. Here a
 thread whose work is done waits up to IDLE_SECONDS for the next piece of
 work before it ends, and `start` hands work to such a thread when there is
-one. These threads are daemons that nobody joins (a session waits for an
-Event instead), so they need none of `threading.Thread`'s bookkeeping.
+one. These threads are daemons that nobody joins (a session waits for a
+Latch instead), so they need none of `threading.Thread`'s bookkeeping.
 Code running in them must not call `threading.current_thread()` (on Python
 3.11 each such thread would leave a `_DummyThread` behind); neither the
 session code nor werkzeug's handler does.
+
+`Latch` is the one-shot signal between a session's threads.
 """
 
 import _thread
@@ -76,3 +78,41 @@ def _wait_for_work(worker):
             return False
     worker.wake.acquire()  # `start` took it just as the wait ended: its work is coming
     return True
+
+
+class Latch:
+    """Set once, then waited for by any thread: `threading.Event` in one lock.
+
+    An Event is a Condition, a lock and a deque, about 1.1 KiB, and setting
+    it runs Python code under the GIL; a session has four of them. A Latch
+    is a lock held until `set`, and about 0.1 KiB.
+    """
+
+    __slots__ = ("_set", "_lock")
+
+    def __init__(self):
+        self._set = False
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+
+    def set(self):
+        with _latch_guard:  # two threads may set it at once: release only once
+            if self._set:
+                return
+            self._set = True
+        self._lock.release()
+
+    def is_set(self):
+        return self._set
+
+    def wait(self, timeout=None):
+        """Wait until set, at most `timeout` seconds if given; whether it is set."""
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._lock.release()  # for the next waiter
+            return True
+        return self._set
+
+
+_latch_guard = _thread.allocate_lock()
