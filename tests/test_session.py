@@ -103,6 +103,53 @@ def test_binary_mode_one_mebibyte_both_ways_through_cat(server):
         assert ws.recv(timeout=10) == b"text gets a newline\n"
 
 
+def client_frame(opcode, payload, fin=True):
+    """A client frame by hand, masked with an all-zero mask (the payload goes as it is)."""
+    first = (0x80 if fin else 0) | opcode
+    if len(payload) < 126:
+        head = struct.pack("!BB", first, 0x80 | len(payload))
+    else:
+        head = struct.pack("!BBH", first, 0x80 | 126, len(payload))
+    return head + b"\0" * 4 + payload
+
+
+def read_frame(sock, buffered):
+    """(opcode, payload, the bytes after it) of the next server frame (unmasked, < 64 KiB)."""
+    while len(buffered) < 4 or len(buffered) < _frame_size(buffered):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        buffered += chunk
+    size = _frame_size(buffered)
+    start = 4 if buffered[1] == 126 else 2
+    return buffered[0] & 0x0F, buffered[start:size], buffered[size:]
+
+
+def _frame_size(data):
+    length = data[1] & 0x7F
+    return 4 + struct.unpack("!H", data[2:4])[0] if length == 126 else 2 + length
+
+
+def test_a_fragmented_binary_message_reaches_the_program_in_one_write(server):
+    """The program (read sizes, one per line) gets the message whole, though its first
+    fragment was read, and a ping after it answered, before the rest was sent."""
+    reads = ("import os\nos.write(1, b'ready\\n')\nwhile True:\n"
+             "    data = os.read(0, 1 << 20)\n    if not data: break\n"
+             "    os.write(1, b'%d\\n' % len(data))\n")  # one write per line: one message
+    srv = server("--binary", PY, "-c", reads)
+    sock, head, rest = raw_handshake(srv.port)
+    assert " 101 " in head
+    opcode, payload, rest = read_frame(sock, rest)
+    assert (opcode, payload) == (0x2, b"ready\n")  # the program reads stdin from now on
+    sock.sendall(client_frame(0x2, b"a" * 1000, fin=False) + client_frame(0x9, b"barrier"))
+    opcode, payload, rest = read_frame(sock, rest)
+    assert (opcode, payload) == (0xA, b"barrier")  # the first fragment was read by now
+    sock.sendall(client_frame(0x0, b"b" * 3000, fin=False) + client_frame(0x0, b"c", fin=True))
+    opcode, payload, rest = read_frame(sock, rest)
+    assert (opcode, payload) == (0x2, b"4001\n")
+    sock.sendall(client_frame(0x8, struct.pack("!H", 1000)))
+    sock.close()
+
+
 def test_message_over_maxframesize_closes_with_1009(server):
     srv = server("--maxframesize=1000", "cat")
     with connect(srv.url()) as ws:

@@ -27,11 +27,13 @@ import os
 import threading
 import time
 
-from . import framing, oslayer, stderr, threads
+from . import framing, oslayer, protocol, stderr, threads
 from .process import exit_watch
 from .websocket import CloseReason
 
 READ_BYTES = 65536
+#: A binary message up to this size reaches stdin in one write (see `_pump_socket_to_stdin`).
+WHOLE_MESSAGE_BYTES = protocol.WHOLE_FRAME_LIMIT
 #: How long the client gets to answer our close frame before the TCP connection is cut.
 CLOSE_REPLY_TIMEOUT = 2.0
 #: After the process exits, how long stray grandchildren may keep its pipes open.
@@ -98,8 +100,17 @@ class Session:
     # -- the two pumps ---------------------------------------------------------------
 
     def _pump_socket_to_stdin(self):
+        """Client messages to stdin; a binary message up to WHOLE_MESSAGE_BYTES in one write.
+
+        A binary message sent in fragments arrives over several reads of
+        the socket. Its pieces are held until it ends, so that `cat` reads
+        it back whole and the client gets it back as one message (one read
+        of stdout is one message); a larger one is passed on every
+        WHOLE_MESSAGE_BYTES, so memory stays bounded.
+        """
         binary = self.config.binary
         stdin_open = True
+        held, held_bytes = [], 0  # the pieces of an unfinished binary message
         try:
             while True:
                 fragments, still_open = self.websocket.receive()
@@ -110,10 +121,16 @@ class Session:
                         if ends_message:
                             data.append(b"\n")
                     elif binary:
-                        data.append(payload)
+                        held.append(payload)
+                        held_bytes += len(payload)
+                        if ends_message or held_bytes >= WHOLE_MESSAGE_BYTES:
+                            data += held
+                            held, held_bytes = [], 0
                     elif ends_message:
                         self.log.error("session", "binary message dropped: text mode "
                                                   "(start with --binary to pass bytes)")
+                if not still_open:
+                    data += held  # what came of a message the client did not finish
                 if data and stdin_open:
                     stdin_open = self.process.write_stdin(b"".join(data), self._wait_stdin)
                 if not still_open:
