@@ -414,8 +414,10 @@ def use_one_malloc_arena():
     leaves freed memory in whichever arena it used, and RSS per idle session
     grows with the session count (measured: 102 KiB per session at 1,000
     sessions, 86 KiB with one arena). Python allocates under the GIL, so the
-    threads do not contend for the one arena. A limit set by the user
-    (MALLOC_ARENA_MAX, or arena_max in GLIBC_TUNABLES) is left as it is.
+    threads hardly contend for the one arena (zlib and OpenSSL, with
+    --compress and --ssl, allocate without it; echo was unchanged in an
+    A/B run). A limit set by the user (MALLOC_ARENA_MAX, or arena_max in
+    GLIBC_TUNABLES) is left as it is.
     """
     if (not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ
             or "arena_max" in os.environ.get("GLIBC_TUNABLES", "")):
