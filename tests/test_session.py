@@ -103,6 +103,30 @@ def test_binary_mode_one_mebibyte_both_ways_through_cat(server):
         assert ws.recv(timeout=10) == b"text gets a newline\n"
 
 
+def test_binary_mode_a_write_after_a_quiet_spell_is_one_message(server):
+    """Text mode shrinks the reads of a quiet program (`threads.read_size_after`);
+    binary mode must not: there each read of stdout is one message."""
+    program = ("import os, sys\nos.write(1, b'ready')\nsys.stdin.buffer.readline()\n"
+               "os.write(1, b'x' * 10000)\nsys.stdin.buffer.readline()\n")
+    srv = server("--binary", PY, "-c", program)
+    with connect(srv.url()) as ws:
+        assert ws.recv(timeout=10) == b"ready"
+        ws.send(b"go\n")
+        assert ws.recv(timeout=10) == b"x" * 10000
+        ws.send(b"end\n")
+
+
+def test_text_mode_a_long_burst_after_a_quiet_spell_comes_through_whole(server):
+    program = ("import os, sys\nos.write(1, b'ready\\n')\nsys.stdin.buffer.readline()\n"
+               "os.write(1, b'y' * 200000 + b'\\n' + b'z\\n' * 1000)\n")
+    srv = server(PY, "-c", program)
+    with connect(srv.url(), max_size=None) as ws:
+        assert ws.recv(timeout=10) == "ready"
+        ws.send("go")
+        assert ws.recv(timeout=10) == "y" * 200000
+        assert [ws.recv(timeout=10) for _ in range(1000)] == ["z"] * 1000
+
+
 def client_frame(opcode, payload, fin=True):
     """A client frame by hand, masked with an all-zero mask (the payload goes as it is)."""
     first = (0x80 if fin else 0) | opcode

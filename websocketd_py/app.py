@@ -382,6 +382,28 @@ class WebsocketdApp:
         raise ConnectionTakenOver()
 
     def _run_session(self, environ, endpoint, host, https, slot):
+        started = self._start_session(environ, endpoint, host, https, slot)
+        if started is None:
+            return
+        session, record = started
+        self.sessions.add(session)
+        self.records.add(record)
+        try:
+            session.run()
+        finally:
+            self.sessions.remove(session)
+            self.records.remove(record)
+            slot.release()
+        exit_words = oslayer.describe_exit(session.process.popen.returncode)
+        session.log.with_fields(exit=exit_words, close=session.websocket.close_code or "").access(
+            "session", "DISCONNECT")
+
+    def _start_session(self, environ, endpoint, host, https, slot):
+        """The handshake and the process: (Session, its status record), or None if it ended.
+
+        A separate call so that what only the start needs (the request, the
+        process's environment: ~2 KiB) is freed before the session runs.
+        """
         request = self._endpoint_request(environ, endpoint, host, https)
         log = self.log.context(url=_url(environ), id=request.unique_id,
                                remote=request.remote_addr, command=endpoint.argv[0],
@@ -396,7 +418,7 @@ class WebsocketdApp:
         log.access("session", "CONNECT")
         if self.config.broadcast:
             self._join_hub(websocket, endpoint, request, log)
-            return
+            return None  # the hub's session has ended
         request = dataclasses.replace(request, subprotocol=websocket.subprotocol or "")
         env = environment.build(request, self.config.passenv)
         if log.enabled("debug"):
@@ -410,22 +432,10 @@ class WebsocketdApp:
             websocket.release()
             slot.release()
             log.access("session", "DISCONNECT")
-            return
-        log = log.with_fields(pid=process.pid)
-        session = Session(websocket, process, self.config, log)
-        record = status.SessionRecord(request.unique_id, request.remote_addr, endpoint.argv[0],
-                                      process.pid, time.time())
-        self.sessions.add(session)
-        self.records.add(record)
-        try:
-            session.run()
-        finally:
-            self.sessions.remove(session)
-            self.records.remove(record)
-            slot.release()
-        exit_words = oslayer.describe_exit(process.popen.returncode)
-        log.with_fields(exit=exit_words, close=websocket.close_code or "").access(
-            "session", "DISCONNECT")
+            return None
+        session = Session(websocket, process, self.config, log.with_fields(pid=process.pid))
+        return session, status.SessionRecord(request.unique_id, request.remote_addr,
+                                             endpoint.argv[0], process.pid, time.time())
 
     def _join_hub(self, websocket, endpoint, request, log):
         """--broadcast: the connection becomes one more client of its endpoint's shared process."""

@@ -7,8 +7,9 @@ runs on every OS and backpressure is free:
   `WebSocket.receive()`, then a blocking write to stdin. A slow process stops
   the reads, so the client's TCP window closes. When the client has gone, it
   waits for the rest and releases everything.
-- writer (stdout → socket): one `os.read` of up to 64 KiB, every line in it
-  framed into one buffer, one `sendall`. A slow client blocks the sendall, the
+- writer (stdout → socket): one `os.read` of up to 64 KiB (less while the
+  program is quiet, see `threads.ReadSize`), every line in it framed into
+  one buffer, one `sendall`. A slow client blocks the sendall, the
   pipe fills, the process blocks.
 
 Two threads shared by all sessions do the rest: stderr is logged by one
@@ -150,16 +151,24 @@ class Session:
             self.waiting_for_process = False
 
     def _pump_stdout_to_socket(self):
+        """stdout to the client. In text mode the reads shrink while the program is
+        quiet (`threads.ReadSize`); in binary mode each read is a message, so all
+        of them ask for READ_BYTES."""
         fd = self.process.stdout_fd
-        framer = framing.stdout_framer(self.config.binary, self.config.passstderr)
+        binary = self.config.binary
+        framer = framing.stdout_framer(binary, self.config.passstderr)
         sending = True
+        read_size = threads.ReadSize(READ_BYTES)
+        size = READ_BYTES
         while True:
             try:
-                chunk = os.read(fd, READ_BYTES)
+                chunk = os.read(fd, size)
             except OSError:
                 chunk = b""
             if not chunk:
                 break
+            if not binary:
+                size = read_size.after(len(chunk))
             self._quiet = False
             out = framer.feed(chunk)
             if out and sending:

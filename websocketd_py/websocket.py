@@ -30,7 +30,7 @@ import simple_websocket
 from wsproto.events import AcceptConnection, Request
 from wsproto.frame_protocol import CloseReason
 
-from . import compression, protocol
+from . import compression, protocol, threads
 from .framing import frame
 
 RECEIVE_BYTES = 65536
@@ -68,6 +68,7 @@ class WebSocket(simple_websocket.Server):
         self._parser = None           # made by the handshake, with an inflater if agreed
         self.close_code = None        # the first close code sent or received; 1006 if none
         self.last_heard = time.monotonic()
+        self._receive_size = threads.ReadSize(RECEIVE_BYTES)
         super().__init__(environ, subprotocols=list(subprotocols), receive_bytes=RECEIVE_BYTES,
                          thread_class=_NoBackgroundThread)
         self.sock.settimeout(None)    # the request-header timeout does not apply any more
@@ -131,9 +132,10 @@ class WebSocket(simple_websocket.Server):
             data = b""
         else:
             try:
-                data = self.sock.recv(RECEIVE_BYTES)
+                data = self.sock.recv(self._receive_size.now)
             except OSError:
                 data = b""
+            self._receive_size.after(len(data))
             if not data:
                 with self._send_lock:
                     if self.close_code is None:
