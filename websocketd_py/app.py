@@ -15,6 +15,7 @@ import base64
 import binascii
 import dataclasses
 import os
+import re
 import threading
 import time
 from typing import Tuple
@@ -177,12 +178,22 @@ def is_upgrade(environ):
             and "upgrade" in (token.strip() for token in connection.split(",")))
 
 
+#: Not allowed in a Host header (as Go's net/http, so websocketd, refuses it).
+_NOT_HOST_CHARACTER = re.compile("[^\x21-\x7e]")
+
+
 def check_handshake(environ):
     """Refuse (400) what RFC 6455 §4.2.1 does not allow, before any 101 or process."""
     if environ["REQUEST_METHOD"] != "GET":
         raise Refused(400, "Bad Request: a WebSocket upgrade must be a GET")
     if environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
         raise Refused(400, "Bad Request: a WebSocket upgrade needs HTTP/1.1")
+    if "HTTP_HOST" not in environ:
+        raise Refused(400, "Bad Request: missing Host header (HTTP/1.1 requires one)")
+    if _NOT_HOST_CHARACTER.search(environ["HTTP_HOST"]):
+        raise Refused(400, "Bad Request: malformed Host header (ASCII without spaces only)")
+    if any(key.startswith("HTTP_") and "\0" in value for key, value in environ.items()):
+        raise Refused(400, "Bad Request: NUL in a header value")  # other controls: spaces
     version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
     if version != "13":
         raise Refused(400, "Bad Request: unsupported Sec-WebSocket-Version (this server "
@@ -412,8 +423,11 @@ class WebsocketdApp:
             websocket = WebSocket(environ, self.config.headers + self.config.headers_ws,
                                   self.config.maxframesize, self.config.subprotocols,
                                   compress=self.config.compress)
-        except Exception as error:  # wsproto/h11 refused what our checks let through
-            raise Refused(400, f"Bad Request: invalid WebSocket handshake ({error})") from None
+        except OSError:
+            return None  # the client left before the 101 was sent: nothing was started
+        except Exception as error:  # e.g. a WSGI server that does not hand its socket over
+            raise Refused(500, f"Internal Server Error: cannot take the connection over "
+                               f"({error})") from None
         self._access(environ, 101)
         log.access("session", "CONNECT")
         if self.config.broadcast:
