@@ -13,6 +13,7 @@ Plain HTTP requests go to the dev console, static files or a short error.
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import os
 import re
@@ -397,17 +398,25 @@ class WebsocketdApp:
         if started is None:
             return
         session, record = started
-        self.sessions.add(session)
-        self.records.add(record)
         try:
-            session.run()
+            with self._listed(session, record):
+                session.run()
         finally:
-            self.sessions.remove(session)
-            self.records.remove(record)
             slot.release()
         exit_words = oslayer.describe_exit(session.process.popen.returncode)
         session.log.with_fields(exit=exit_words, close=session.websocket.close_code or "").access(
             "session", "DISCONNECT")
+
+    @contextlib.contextmanager
+    def _listed(self, session, record):
+        """While it runs, the session is told of shutdown and shown by --status-path."""
+        self.sessions.add(session)
+        self.records.add(record)
+        try:
+            yield
+        finally:
+            self.sessions.remove(session)
+            self.records.remove(record)
 
     def _start_session(self, environ, endpoint, host, https, slot):
         """The handshake and the process: (Session, its status record), or None if it ended.
@@ -457,13 +466,8 @@ class WebsocketdApp:
         client = broadcast.Client(hub, websocket, request.unique_id, self.config, log)
         record = status.SharedSessionRecord(request.unique_id, request.remote_addr,
                                             endpoint.argv[0], time.time(), hub)
-        self.sessions.add(client)
-        self.records.add(record)
-        try:
+        with self._listed(client, record):
             client.run()
-        finally:
-            self.sessions.remove(client)
-            self.records.remove(record)
         log.with_fields(close=websocket.close_code or "").access("session", "DISCONNECT")
 
     def start_eager_broadcast(self):
