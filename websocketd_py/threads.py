@@ -124,7 +124,6 @@ class Latch:
 _latch_guard = _thread.allocate_lock()
 
 
-
 class ReadSize:
     """How much a session thread's next blocking read asks for: small while idle.
 
