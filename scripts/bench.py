@@ -157,6 +157,17 @@ def own_children(exclude=()):
     return {p: st for p, st in bc.proc_table().items() if st[0] == me and p not in exclude}
 
 
+def backlog_drops():
+    """Packets the kernel dropped so far because a CPU's input backlog was full
+    (net.core.netdev_max_backlog); on loopback each one costs a TCP retransmit,
+    200 ms or more. None where /proc/net/softnet_stat is missing (not Linux)."""
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            return sum(int(line.split()[1], 16) for line in f)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def reap_orphans(grace):
     """Wait up to `grace` s for processes re-parented to us to exit; kill the rest.
     Returns the command lines of those that had to be killed."""
@@ -264,6 +275,7 @@ def run_client(spec, timeout):
 
 def run_one(server, sc):
     t0 = time.monotonic()
+    drops0 = backlog_drops()
     try:
         server.start(sc)
     except RuntimeError as e:
@@ -282,6 +294,8 @@ def run_one(server, sc):
         res_stop = server.stop()
     res.update(res_stop)
     res["round_s"] = time.monotonic() - t0
+    if drops0 is not None:
+        res["backlog_drops"] = backlog_drops() - drops0
     return res
 
 
@@ -348,6 +362,10 @@ def table(sc, servers, runs):
                 notes.add(f"slow shutdown: {r['stop_s']:.1f} s after SIGTERM")
             if r.get("stop_reason"):
                 notes.add(f"ramp stopped: {r['stop_reason']}")
+            if r.get("backlog_drops"):
+                notes.add(f"{r['backlog_drops']:,} packets dropped by the kernel in a round "
+                          f"(input backlog full, net.core.netdev_max_backlog): TCP "
+                          f"retransmits, 200 ms or more each")
         cpu = summary[n].get("client CPU %")
         if cpu and cpu["median"] > 90:
             notes.add(f"client CPU {cpu['median']:.0f} %: the client may be the bottleneck")
