@@ -157,15 +157,24 @@ def own_children(exclude=()):
     return {p: st for p, st in bc.proc_table().items() if st[0] == me and p not in exclude}
 
 
-def backlog_drops():
-    """Packets the kernel dropped so far because a CPU's input backlog was full
-    (net.core.netdev_max_backlog); on loopback each one costs a TCP retransmit,
-    200 ms or more. None where /proc/net/softnet_stat is missing (not Linux)."""
+def backlog_counters():
+    """Per CPU, the packets the kernel dropped so far because that CPU's input
+    backlog was full (net.core.netdev_max_backlog); on loopback each one costs a
+    TCP retransmit, 200 ms or more. Machine-wide, so other traffic counts too.
+    None where /proc/net/softnet_stat is missing (not Linux)."""
     try:
         with open("/proc/net/softnet_stat") as f:
-            return sum(int(line.split()[1], 16) for line in f)
+            return [int(line.split()[1], 16) for line in f]
     except (OSError, IndexError, ValueError):
         return None
+
+
+def backlog_drops_since(before):
+    """Drops since `before` (from `backlog_counters`), or None if unknown."""
+    after = backlog_counters()
+    if before is None or after is None or len(after) != len(before):
+        return None
+    return sum((b - a) % 2 ** 32 for a, b in zip(before, after))  # 32-bit counters wrap
 
 
 def reap_orphans(grace):
@@ -275,7 +284,7 @@ def run_client(spec, timeout):
 
 def run_one(server, sc):
     t0 = time.monotonic()
-    drops0 = backlog_drops()
+    drops_before = backlog_counters()
     try:
         server.start(sc)
     except RuntimeError as e:
@@ -294,8 +303,7 @@ def run_one(server, sc):
         res_stop = server.stop()
     res.update(res_stop)
     res["round_s"] = time.monotonic() - t0
-    if drops0 is not None:
-        res["backlog_drops"] = backlog_drops() - drops0
+    res["backlog_drops"] = backlog_drops_since(drops_before)
     return res
 
 

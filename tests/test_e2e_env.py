@@ -222,6 +222,12 @@ def test_server_name_and_port_come_from_the_host_header(server, host, name, port
     assert env["HTTP_HOST"] == host
 
 
+def test_host_with_trailing_blanks_is_accepted_as_websocketd_does(server):
+    srv = server(*PROGRAM)
+    reply = raw_upgrade(srv.port, host="example.com \t")
+    assert reply.status == 101, (reply.head, reply.body)
+
+
 def test_host_with_a_non_ascii_digit_port_is_refused_not_a_500(server):
     srv = server("--sameorigin", *PROGRAM)
     reply = raw_upgrade(srv.port, host="example.com:\xb2",

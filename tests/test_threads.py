@@ -131,7 +131,6 @@ def test_setting_a_latch_again_is_harmless():
     assert errors == [] and latch.wait(1) and latch.wait(1)
 
 
-
 def test_reads_are_small_while_idle_and_big_while_data_flows():
     idle, busy = threads.IDLE_READ_BYTES, 65536
     size = threads.ReadSize(busy)

@@ -191,7 +191,7 @@ def check_handshake(environ):
         raise Refused(400, "Bad Request: a WebSocket upgrade needs HTTP/1.1")
     if "HTTP_HOST" not in environ:
         raise Refused(400, "Bad Request: missing Host header (HTTP/1.1 requires one)")
-    if _NOT_HOST_CHARACTER.search(environ["HTTP_HOST"]):
+    if _NOT_HOST_CHARACTER.search(environ["HTTP_HOST"].strip(" \t")):
         raise Refused(400, "Bad Request: malformed Host header (ASCII without spaces only)")
     if any(key.startswith("HTTP_") and "\0" in value for key, value in environ.items()):
         raise Refused(400, "Bad Request: NUL in a header value")  # other controls: spaces
@@ -432,8 +432,9 @@ class WebsocketdApp:
             websocket = WebSocket(environ, self.config.headers + self.config.headers_ws,
                                   self.config.maxframesize, self.config.subprotocols,
                                   compress=self.config.compress)
-        except OSError:
-            return None  # the client left before the 101 was sent: nothing was started
+        except OSError as error:  # the client left during the handshake: nothing was started
+            log.error("session", f"handshake not completed: {error}")
+            return None
         except Exception as error:  # e.g. a WSGI server that does not hand its socket over
             raise Refused(500, f"Internal Server Error: cannot take the connection over "
                                f"({error})") from None

@@ -159,7 +159,7 @@ class Session:
         framer = framing.stdout_framer(binary, self.config.passstderr)
         sending = True
         read_size = threads.ReadSize(READ_BYTES)
-        size = READ_BYTES
+        size = READ_BYTES if binary else read_size.now
         while True:
             try:
                 chunk = os.read(fd, size)
