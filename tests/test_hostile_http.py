@@ -7,6 +7,7 @@ so a real client is still served at once (the listener's `WaitingRoom`).
 """
 
 import resource
+import select
 import socket
 import ssl
 import struct
@@ -203,17 +204,23 @@ class Lobby:
     def __init__(self):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.handed = []
+        self.handed_by = []  # the thread that handed each one over
         self.arrived = threading.Event()
         self.room = WaitingRoom(self._hand_over, timeout=0.3)
 
     def _hand_over(self, sock, address):
         self.handed.append(sock)
+        self.handed_by.append(threading.current_thread())
         self.arrived.set()
 
-    def admitted_client(self):
-        """A client connection and its server side, admitted to the room."""
+    def admitted_client(self, before_admit=None):
+        """A client connection and its server side, admitted to the room; `before_admit`
+        (sending, closing) is done to the client first, and has reached the server side."""
         client = socket.create_connection(self.listener.getsockname(), timeout=5)
         server_side, address = self.listener.accept()
+        if before_admit is not None:
+            before_admit(client)
+            assert select.select([server_side], [], [], 5)[0]
         self.room.admit(server_side, address)
         return client, server_side
 
@@ -239,6 +246,21 @@ def test_waiting_room_hands_over_a_speaking_connection_with_its_bytes_unread(lob
         [sock] = lobby.handed
         assert sock.gettimeout() is None  # blocking again, as werkzeug expects
         assert sock.recv(100) == b"GET / HTTP/1.1\r\n"
+
+
+def test_a_connection_that_has_spoken_already_skips_the_room(lobby):
+    client, _ = lobby.admitted_client(before_admit=lambda c: c.sendall(b"GET / HTTP/1.1\r\n"))
+    with client:
+        assert lobby.handed_by == [threading.current_thread()]  # not the room's thread
+        [sock] = lobby.handed
+        assert sock.gettimeout() is None
+        assert sock.recv(100) == b"GET / HTTP/1.1\r\n"
+
+
+def test_a_connection_closed_before_it_is_admitted_is_closed_at_once(lobby):
+    client, server_side = lobby.admitted_client(before_admit=socket.socket.close)
+    assert server_side.fileno() == -1
+    assert lobby.handed == []
 
 
 def test_waiting_room_closes_a_connection_silent_past_the_timeout(lobby):
