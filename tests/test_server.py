@@ -1,5 +1,7 @@
-"""Listeners and bad input: one listener per --address, IPv4 and IPv6, nothing leaks."""
+"""Listeners and bad input: one listener per --address, IPv4 and IPv6, nothing leaks;
+the server's threads on one CPU."""
 
+import os
 import socket
 import struct
 
@@ -77,3 +79,31 @@ def test_request_that_is_not_http_gets_400_and_the_server_goes_on(server):
         sock.sendall(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 400")
     assert echo_once(srv.url()) == "ping"
+
+
+def cpus_of_threads(pid):
+    """The CPU set of each thread of process `pid` (threads that ended meanwhile left out)."""
+    sets = set()
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        try:
+            sets.add(frozenset(os.sched_getaffinity(int(thread))))
+        except ProcessLookupError:
+            pass
+    return sets
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="Linux with two CPUs or more")
+def test_the_servers_threads_keep_to_one_cpu_and_its_programs_get_every_cpu(server):
+    """Against the GIL convoy (`oslayer.keep_to_one_cpu`), without confining the programs."""
+    given = os.sched_getaffinity(0)  # what the server was started with
+    srv = server("sh", "-c", "echo ready; exec cat")
+    with connect(srv.url(), open_timeout=10) as ws:
+        assert ws.recv(timeout=10) == "ready"
+        [child] = srv.session_pids()
+        [server_cpus] = cpus_of_threads(srv.proc.pid)  # every thread: the same set...
+        assert len(server_cpus) == 1 and server_cpus <= given  # ...of one CPU
+        assert os.sched_getaffinity(child) == given
+        ws.send("still echoing")  # the thread that started it is back on its one CPU
+        assert ws.recv(timeout=10) == "still echoing"
+        assert cpus_of_threads(srv.proc.pid) == {server_cpus}

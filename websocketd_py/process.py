@@ -26,10 +26,11 @@ class ChildProcess:
     """One running COMMAND with pipes on stdin, stdout and stderr."""
 
     def __init__(self, argv, env, cwd=None):
-        self.popen = subprocess.Popen(
-            oslayer.launch_argv(argv),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, cwd=cwd, bufsize=0, close_fds=True, **oslayer.child_process_options())
+        with oslayer.every_cpu():  # the server's threads keep to one CPU; the child need not
+            self.popen = subprocess.Popen(
+                oslayer.launch_argv(argv),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, cwd=cwd, bufsize=0, close_fds=True, **oslayer.child_process_options())
         self.pid = self.popen.pid
         oslayer.prepare_stdin(self.popen.stdin.fileno())
         self.stdout_fd = self.popen.stdout.fileno()

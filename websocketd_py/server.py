@@ -556,6 +556,7 @@ def run(config):
     log = Log(config.loglevel)
     oslayer.raise_open_file_limit()
     oslayer.use_one_malloc_arena()
+    oslayer.keep_to_one_cpu()
     sys.setswitchinterval(SWITCH_INTERVAL)
     exit_watch()  # the shared threads start now: the idle server's footprint includes them
     if not config.passstderr:
