@@ -40,6 +40,9 @@ def serve(command, port=None, address=None, **options):
     list). Call it from the main thread: it installs the signal handlers.
     Returns the exit status the command line would have: 0 after a clean
     stop, 1 when a listener could not be opened (the reason is on stderr).
+    On Linux the calling thread, and the threads the server starts, keep to
+    one CPU while it serves; the calling thread gets its CPUs back when it
+    returns (see `oslayer.server_threads_on_one_cpu`).
     """
     listen = {name: value for name, value in (("port", port), ("address", address))
               if value is not None}

@@ -408,14 +408,15 @@ def raise_open_file_limit():
             pass
 
 
-#: Set once by `keep_to_one_cpu`, before any thread starts: the CPUs the server was
+#: Set by `server_threads_on_one_cpu` while the server runs: the CPUs the server was
 #: given (its children run on all of them) and the one its own threads keep to.
 _every_cpu = None
 _server_cpu = None
 
 
-def keep_to_one_cpu():
-    """Linux: keep the server's threads on one CPU, the one the server started on.
+@contextlib.contextmanager
+def server_threads_on_one_cpu():
+    """Linux: while the server runs, its threads keep to one CPU, the one it runs on now.
 
     The threads take turns holding the GIL. Spread over several CPUs, every
     hand-over wakes a thread on another CPU, which often finds the GIL taken
@@ -425,37 +426,60 @@ def keep_to_one_cpu():
     its turn, 0.7 switches per message and twice the messages per second
     (docs/performance.md). Python code runs on one CPU at a time anyway. The
     programs the server starts get every CPU (`every_cpu`). Threads inherit
-    the setting, so this runs before any thread starts; elsewhere, or with one
+    the setting from the thread that starts them, so this is entered before
+    the server starts any; at the end the calling thread gets its CPUs back
+    (`api.serve` returns to the embedding program). Elsewhere, or with one
     CPU, nothing changes.
     """
     global _every_cpu, _server_cpu
-    if not hasattr(os, "sched_setaffinity"):
+    chosen = _keep_to_one_cpu()
+    if chosen is None:
+        yield
         return
+    _every_cpu, _server_cpu = chosen
+    try:
+        yield
+    finally:
+        _every_cpu = _server_cpu = None
+        _set_cpus(chosen[0])
+
+
+def _keep_to_one_cpu():
+    """Put the calling thread on one CPU: (every CPU it had, {that CPU}), or None."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
     try:
         cpus = os.sched_getaffinity(0)
         if len(cpus) < 2:
-            return
+            return None
         cpu = _current_cpu()
         if cpu not in cpus:
             cpu = max(cpus)
         os.sched_setaffinity(0, {cpu})
     except OSError:
-        return
-    _every_cpu, _server_cpu = cpus, {cpu}
+        return None
+    return cpus, {cpu}
 
 
 def _current_cpu():
-    """The CPU this thread last ran on (field 39 of /proc/thread-self/stat), or None.
+    """The CPU this thread last ran on, or None.
 
     The scheduler starts a new program on the least busy CPU it finds, so
     servers started one after the other do not all keep to the same one.
     """
     try:
         with open("/proc/thread-self/stat", "rb") as stat:
-            fields_after_name = stat.read().rsplit(b")", 1)[1].split()
-        return int(fields_after_name[39 - 3])
+            return cpu_in_stat(stat.read())
     except (OSError, IndexError, ValueError):
         return None
+
+
+def cpu_in_stat(stat):
+    """Field 39 ("processor") of a /proc/.../stat line. The name in field 2 is in
+    parentheses and may hold spaces and parentheses itself: fields are counted
+    from the last ")"."""
+    fields_after_name = stat.rsplit(b")", 1)[1].split()
+    return int(fields_after_name[39 - 3])
 
 
 @contextlib.contextmanager
@@ -463,19 +487,20 @@ def every_cpu():
     """Around starting a child process: the calling thread may use every CPU meanwhile.
 
     A child inherits the CPUs of the thread that starts it, from its first
-    instruction on: started from a thread kept to one CPU (`keep_to_one_cpu`),
-    its exec and start-up would queue behind the server's threads (measured:
-    churn-16 lost 29% of its sessions per second when the children's CPUs were
-    widened only once they had started).
+    instruction on: started from a thread kept to one CPU
+    (`server_threads_on_one_cpu`), its exec and start-up would queue behind
+    the server's threads (measured: churn-16 lost 29% of its sessions per
+    second when the children's CPUs were widened only once they had started).
     """
-    if _every_cpu is None:
+    every, one = _every_cpu, _server_cpu
+    if every is None:
         yield
         return
-    _set_cpus(_every_cpu)
+    _set_cpus(every)
     try:
         yield
     finally:
-        _set_cpus(_server_cpu)
+        _set_cpus(one)
 
 
 def _set_cpus(cpus):

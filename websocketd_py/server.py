@@ -552,11 +552,15 @@ class ShutdownRequest:
 
 def run(config):
     """Serve until Ctrl-C or SIGTERM, then end every session; the exit status."""
-    request = ShutdownRequest()
-    log = Log(config.loglevel)
     oslayer.raise_open_file_limit()
     oslayer.use_one_malloc_arena()
-    oslayer.keep_to_one_cpu()
+    with oslayer.server_threads_on_one_cpu():  # before the first thread starts
+        return _serve(config)
+
+
+def _serve(config):
+    request = ShutdownRequest()
+    log = Log(config.loglevel)
     sys.setswitchinterval(SWITCH_INTERVAL)
     exit_watch()  # the shared threads start now: the idle server's footprint includes them
     if not config.passstderr:
