@@ -124,20 +124,21 @@ def test_serve_returns_1_when_the_port_is_taken(python_program):
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="Linux with two CPUs or more")
-def test_serve_gives_the_calling_thread_its_cpus_back_when_it_returns():
-    """While serving, the server's threads keep to one CPU (`oslayer.server_threads_on_one_cpu`);
-    the program that called serve() gets every CPU back."""
+def test_serve_gives_the_calling_thread_its_cpus_and_switch_interval_back_when_it_returns():
+    """While serving, the server's threads keep to one CPU (`oslayer.server_threads_on_one_cpu`)
+    with a long GIL switch interval; the program that called serve() gets both back."""
     with socket.socket() as taken:  # serve() returns 1 at once: the port is taken
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         code = ("import os, sys, websocketd_py\n"
-                "given = os.sched_getaffinity(0)\n"
+                "given, interval = os.sched_getaffinity(0), sys.getswitchinterval()\n"
                 f"status = websocketd_py.serve('cat', port={taken.getsockname()[1]}, "
                 "address='127.0.0.1')\n"
-                "print(status, os.sched_getaffinity(0) == given)\n")
+                "print(status, os.sched_getaffinity(0) == given, "
+                "sys.getswitchinterval() == interval)\n")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 timeout=30, check=True)
-    assert result.stdout.split() == ["1", "True"]
+    assert result.stdout.split() == ["1", "True", "True"]
 
 
 # -- WebSocketApp --------------------------------------------------------------------------

@@ -257,8 +257,7 @@ class WaitingRoom:
                 self._leave(sock, address)
                 continue
             try:
-                sock.setblocking(False)
-                self._selector.register(sock, selectors.EVENT_READ)
+                self._selector.register(sock, selectors.EVENT_READ)  # non-blocking: `admit`
             except (OSError, ValueError):  # closed meanwhile, or not selectable here
                 sock.close()
                 continue
@@ -558,14 +557,18 @@ def run(config):
     """Serve until Ctrl-C or SIGTERM, then end every session; the exit status."""
     oslayer.raise_open_file_limit()
     oslayer.use_one_malloc_arena()
-    with oslayer.server_threads_on_one_cpu():  # before the first thread starts
-        return _serve(config)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        with oslayer.server_threads_on_one_cpu():  # before the first thread starts
+            return _serve(config)
+    finally:  # `api.serve` returns to the embedding program
+        sys.setswitchinterval(interval)
 
 
 def _serve(config):
     request = ShutdownRequest()
     log = Log(config.loglevel)
-    sys.setswitchinterval(SWITCH_INTERVAL)
     exit_watch()  # the shared threads start now: the idle server's footprint includes them
     if not config.passstderr:
         stderr.start_shared_reader()
