@@ -125,7 +125,7 @@ def test_serve_returns_1_when_the_port_is_taken(python_program):
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="Linux with two CPUs or more")
 def test_serve_gives_the_calling_thread_its_cpus_and_switch_interval_back_when_it_returns():
-    """While serving, the server's threads keep to one CPU (`oslayer.server_threads_on_one_cpu`)
+    """While serving, the server's threads keep to one CPU (`tuning.server_threads_on_one_cpu`)
     with a long GIL switch interval; the program that called serve() gets both back."""
     with socket.socket() as taken:  # serve() returns 1 at once: the port is taken
         taken.bind(("127.0.0.1", 0))

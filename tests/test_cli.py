@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import websocketd_py
-from websocketd_py import cli, oslayer
+from websocketd_py import cli, launching
 from websocketd_py.config import Config, UsageError
 
 from conftest import leftover_processes, wait_for_no_leftovers
@@ -148,7 +148,7 @@ def test_passenv_is_split_on_commas_and_blanks_dropped():
 
 def test_passenv_default_is_the_platform_essentials():
     config = cli.build_config(*parse("echo"))
-    assert config.passenv == oslayer.DEFAULT_PASSENV
+    assert config.passenv == launching.DEFAULT_PASSENV
     if sys.platform.startswith("linux"):
         assert config.passenv == ("PATH", "LD_LIBRARY_PATH")
 
@@ -481,12 +481,12 @@ def test_open_file_soft_limit_is_raised_to_the_hard_limit(server):
 #: delayed, as a busy machine may delay it. The readiness line must still mean "ready".
 _SLOW_HANDLERS = """
 import sys, time
-from websocketd_py import cli, oslayer
-original = oslayer.install_shutdown_handlers
+from websocketd_py import cli, tuning
+original = tuning.install_shutdown_handlers
 def slow(callback):
     time.sleep(0.5)
     original(callback)
-oslayer.install_shutdown_handlers = slow
+tuning.install_shutdown_handlers = slow
 sys.argv[0] = "websocketd-py"
 cli.main()
 """

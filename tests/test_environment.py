@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from websocketd_py import __version__, environment
-from websocketd_py.app import EndpointRequest
+from websocketd_py.environment import EndpointRequest
 
 STANDARD = {
     "SERVER_SOFTWARE", "GATEWAY_INTERFACE", "SERVER_PROTOCOL", "REQUEST_METHOD", "SERVER_NAME",

@@ -262,3 +262,39 @@ def test_a_message_ending_with_a_final_deflate_block_starts_a_fresh_context():
     c = zlib.compressobj(wbits=-15)
     after_final = masked(0xC1, c.compress(b"x") + c.flush() + b"junk")
     assert inflating_parser().feed(after_final)[-1][:2] == (FAIL, 1002)
+
+
+# -- protocol.Connection: the close state and what goes out -------------------------------
+
+def test_connection_close_is_sent_once_and_records_the_first_code():
+    from websocketd_py.protocol import Connection
+    connection = Connection()
+    assert connection.close_code is None
+    assert connection.close(1000, "bye") == b"\x88\x05\x03\xe8bye"
+    assert connection.close(1011, "again") == b""
+    assert connection.close_code == 1000
+    assert (connection.data(b"\x81\x00"), connection.pong(b"x"), connection.ping()) == (
+        None, b"", b"")
+
+
+def test_connection_records_a_clients_close_and_a_broken_stream():
+    from websocketd_py.protocol import Connection
+    connection = Connection()
+    events = connection.receive_data(masked(0x88, struct.pack("!H", 1001) + b"gone"))
+    assert events == [(CLOSE, 1001, "gone")] and connection.close_code == 1001
+    assert connection.close(1001, "gone") == b"\x88\x06\x03\xe9gone"
+    broken = Connection()
+    broken.receive_eof()
+    assert broken.close_code == 1006
+
+
+def test_connection_compresses_what_it_sends_when_deflate_was_agreed():
+    from websocketd_py.compression import negotiate
+    from websocketd_py.framing import frame
+    from websocketd_py.protocol import Connection
+    agreement = negotiate("permessage-deflate")
+    out = Connection(agreement=agreement).data(frame(0x1, b"hello hello hello"))
+    assert out[0] == 0xC1  # FIN, RSV1 (compressed), text
+    inflated = zlib.decompressobj(-15).decompress(out[2:] + b"\x00\x00\xff\xff")
+    assert inflated == b"hello hello hello"
+    assert Connection().data(b"\x81\x02hi") == b"\x81\x02hi"

@@ -9,7 +9,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import children_of, wait_for
-from websocketd_py import oslayer
+from websocketd_py import tuning
 from test_session import receive_all
 
 HAS_IPV6 = socket.has_ipv6
@@ -96,7 +96,7 @@ def cpus_of_threads(pid):
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="Linux with two CPUs or more")
 def test_the_servers_threads_keep_to_one_cpu_and_its_programs_get_every_cpu(server):
-    """Against the GIL convoy (`oslayer.server_threads_on_one_cpu`), without confining the programs."""
+    """Against the GIL convoy (`tuning.server_threads_on_one_cpu`), without confining the programs."""
     given = os.sched_getaffinity(0)  # what the server was started with
     srv = server("sh", "-c", "echo ready; exec cat")
     with connect(srv.url(), open_timeout=10) as ws:
@@ -112,9 +112,9 @@ def test_the_servers_threads_keep_to_one_cpu_and_its_programs_get_every_cpu(serv
 
 def test_the_cpu_is_read_from_a_stat_line_whatever_the_process_name():
     fields_from_3 = b" ".join(str(number).encode() for number in range(3, 53))
-    assert oslayer.cpu_in_stat(b"4242 (x) 9 (y) z) " + fields_from_3) == 39
+    assert tuning.cpu_in_stat(b"4242 (x) 9 (y) z) " + fields_from_3) == 39
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/thread-self/stat"), reason="Linux")
 def test_the_cpu_this_thread_runs_on_is_one_it_may_use():
-    assert oslayer._current_cpu() in os.sched_getaffinity(0)
+    assert tuning._current_cpu() in os.sched_getaffinity(0)

@@ -104,7 +104,7 @@ def test_binary_mode_one_mebibyte_both_ways_through_cat(server):
 
 
 def test_binary_mode_a_write_after_a_quiet_spell_is_one_message(server):
-    """Text mode shrinks the reads of a quiet program (`threads.ReadSize`);
+    """Text mode shrinks the reads of a quiet program (`readsize.ReadSize`);
     binary mode must not: there each read of stdout is one message."""
     program = ("import os, sys\nos.write(1, b'ready')\nsys.stdin.buffer.readline()\n"
                "os.write(1, b'x' * 10000)\nsys.stdin.buffer.readline()\n")

@@ -42,7 +42,7 @@ def serve(command, port=None, address=None, **options):
     stop, 1 when a listener could not be opened (the reason is on stderr).
     On Linux the calling thread, and the threads the server starts, keep to
     one CPU while it serves; the calling thread gets its CPUs back when it
-    returns (see `oslayer.server_threads_on_one_cpu`).
+    returns (see `tuning.server_threads_on_one_cpu`).
     """
     listen = {name: value for name, value in (("port", port), ("address", address))
               if value is not None}

@@ -83,6 +83,13 @@ def without_userinfo(url):
     return _USERINFO.sub(r"\1", url)
 
 
+def logged_url(environ):
+    """The request's URL for the log, without any user:password in it."""
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    return without_userinfo(f"{scheme}://{host}{environ.get('REQUEST_URI', '')}")
+
+
 def _credentials(header):
     """(user, password) from an `Authorization: Basic ...` value; None if it is not one."""
     scheme, _, token = header.strip().partition(" ")

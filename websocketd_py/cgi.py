@@ -1,6 +1,6 @@
 """--cgidir: CGI/1.1 scripts over plain HTTP (RFC 3875), one process per request.
 
-The URL path picks the script as for --dir (`app.resolve_in_directory`: the
+The URL path picks the script as for --dir (`endpoints.script_in`: the
 same walk and confinement); the rest of the path is PATH_INFO. The script runs
 in its own directory with the environment of `environment.build` made CGI/1.1
 (method, body length and type, SCRIPT_FILENAME), its stdin fed from the
@@ -24,10 +24,12 @@ import threading
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Response
 
-from . import environment, framing, oslayer
-from .app import (ActiveSessions, EndpointRequest, Refused, _url, decoded_path, raw_path,
-                  raw_query, request_target, resolve_in_directory)
-from .process import ChildProcess
+from . import auth, environment, proctree
+from .decoding import request_target
+from .endpoints import script_in
+from .process import ProcessEndpoint
+from .refused import Refused
+from .registry import Running
 
 READ_BYTES = 65536
 #: The script's header block may not be longer than this.
@@ -55,25 +57,22 @@ class ScriptError(Exception):
 class CgiScripts:
     """The scripts of one --cgidir; `run` answers one request with one of them."""
 
-    def __init__(self, root, config, log):
+    def __init__(self, root, config, log, stderr_followers):
         self.root = root
         self.config = config
         self.log = log
-        self.running = ActiveSessions()  # the processes of the requests in progress
+        self.stderr = stderr_followers   # the app's `stderr.StderrFollowers`
+        self.running = Running()  # the processes of the requests in progress
 
     def script_for(self, environ):
-        """The `app.Endpoint` of the script this path names; None if none, Refused if forbidden."""
-        try:
-            return resolve_in_directory(self.root, raw_path(environ))
-        except Refused as refusal:
-            if refusal.status == 404:
-                return None
-            raise
+        """The `endpoints.Endpoint` of the script this path names; None if none, Refused if
+        forbidden."""
+        return script_in(self.root, request_target(environ).raw_path)
 
     def run(self, environ, start_response, script, forks):
         """The WSGI response of `script`; it holds one of `forks` (`app.ForkSlots`) until reaped."""
         body_length = request_body_length(environ)
-        log = self.log.context(url=_url(environ), remote=environ.get("REMOTE_ADDR", ""),
+        log = self.log.context(url=auth.logged_url(environ), remote=environ.get("REMOTE_ADDR", ""),
                                cgiscript=script.argv[0])
         slot = forks.try_acquire()
         if slot is None:
@@ -82,7 +81,8 @@ class CgiScripts:
                                "try again later")
         env = self.cgi_environment(environ, script, body_length)
         try:
-            process = ChildProcess(script.argv, env, cwd=os.path.dirname(script.argv[0]))
+            process = ProcessEndpoint(script.argv, env, self.config.closems,
+                                      cwd=os.path.dirname(script.argv[0]))
         except (OSError, ValueError) as error:
             slot.release()
             log.error("cgi", f"cannot start {script.argv[0]}: {error}")
@@ -90,34 +90,23 @@ class CgiScripts:
         log = log.with_fields(pid=process.pid)
         log.access("http", "CGI")
         self.running.add(process)
-        run = _Run(process, slot, log, self.config.closems, environ.get("werkzeug.socket"),
-                   self.running)
+        run = _Run(process, slot, log, self.stderr.follow(process.stderr_fd, log),
+                   environ.get("werkzeug.socket"), self.running)
         run.feed(environ["wsgi.input"], body_length)
         return run.response(environ, start_response)
 
     def stop_all(self):
         """At server shutdown: stop every running script on the schedule, in parallel, and wait."""
-        stoppers = [_start(process.stop, "cgi-stop", self.config.closems)
-                    for process in self.running.snapshot()]
+        stoppers = [_start(process.terminate, "cgi-stop") for process in self.running.snapshot()]
         for stopper in stoppers:
             stopper.join()
 
     def cgi_environment(self, environ, script, body_length):
         """The CGI/1.1 environment: websocketd's (section 4 of the spec) plus the request body's."""
-        remote_addr = environ.get("REMOTE_ADDR", "")
         headers = environ.get("websocketd_py.headers", ())
-        request = EndpointRequest(
-            method=environ["REQUEST_METHOD"], host=environ.get("HTTP_HOST", ""),
-            https=environ.get("wsgi.url_scheme") == "https", remote_addr=remote_addr,
-            remote_port=environ.get("REMOTE_PORT", 0),
-            remote_host=environment.remote_host(remote_addr, self.config.reverselookup),
-            script_name=script.script_name, path_info=script.path_info,
-            path=decoded_path(environ),
-            query_string=raw_query(environ),
-            request_uri=request_target(environ),
-            unique_id=environment.unique_id(),
-            headers=tuple((n, v) for n, v in headers if n.lower() not in _BODY_HEADERS),
-            remote_user=environ.get("REMOTE_USER", ""), auth_type=environ.get("AUTH_TYPE", ""))
+        request = environment.request_facts(
+            environ, script, self.config.reverselookup,
+            headers=[(n, v) for n, v in headers if n.lower() not in _BODY_HEADERS])
         env = environment.build(request, self.config.passenv)
         env.update(GATEWAY_INTERFACE="CGI/1.1",
                    SERVER_PROTOCOL=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
@@ -191,16 +180,15 @@ def parse_head(block):
 class _Run:
     """One script run: feeds it the body, logs its stderr, turns its stdout into the response."""
 
-    def __init__(self, process, slot, log, closems, sock, running):
+    def __init__(self, process, slot, log, stderr, sock, running):
         self.process = process
         self.slot = slot
         self.running = running
         self.log = log
-        self.closems = closems
+        self.stderr = stderr              # its `stderr.StderrFollowers` follower
         self.sock = sock                  # the client's socket, watched for a hang-up
         self.feeder = None
-        threading.Thread(target=process.wait, name="cgi-wait", daemon=True).start()
-        self.stderr = _start(self._log_stderr, "cgi-stderr")
+        threading.Thread(target=process.popen.wait, name="cgi-wait", daemon=True).start()
 
     def feed(self, stream, length):
         """Copy the request body to stdin in a thread, then close stdin (EOF for the script)."""
@@ -225,20 +213,6 @@ class _Run:
         finally:
             self.process.close_stdin()
 
-    def _log_stderr(self):
-        fd, pending = self.process.stderr_fd, b""
-        while True:
-            try:
-                chunk = os.read(fd, READ_BYTES)
-            except OSError:
-                chunk = b""
-            lines, pending = framing.split_lines(pending, chunk)
-            for line in lines:
-                self.log.error("stderr", line.decode("utf-8", "replace"))
-            if not chunk:
-                break
-        self.process.popen.stderr.close()
-
     def response(self, environ, start_response):
         """The response body (a generator): headers first, then stdout as it comes."""
         try:
@@ -254,9 +228,9 @@ class _Run:
             if environ["REQUEST_METHOD"] == "HEAD" or status[:3] in ("204", "304"):
                 limit = 0
             yield from self._body(body, limit)
-            exit_status = self.process.stop(self.closems)
+            exit_status = self.process.terminate()
             if exit_status != 0:
-                self.log.error("cgi", f"the script ended with {oslayer.describe_exit(exit_status)}")
+                self.log.error("cgi", f"the script ended with {proctree.describe_exit(exit_status)}")
         finally:
             self._finish()
 
@@ -277,9 +251,9 @@ class _Run:
                 raise ScriptError(f"the script's headers are longer than {MAX_HEADER_BYTES} bytes")
         if data:
             raise ScriptError("the script's output ended inside its headers")
-        exit_status = self.process.stop(self.closems)
+        exit_status = self.process.terminate()
         if exit_status != 0:
-            raise ScriptError(f"the script ended with {oslayer.describe_exit(exit_status)} "
+            raise ScriptError(f"the script ended with {proctree.describe_exit(exit_status)} "
                               "before any output")
         raise ScriptError("the script wrote nothing (no CGI headers)")
 
@@ -297,7 +271,7 @@ class _Run:
     def _read(self):
         """The next piece of stdout, b"" at its end; ConnectionError when the client has left."""
         fd = self.process.stdout_fd
-        watch = self.sock is not None and oslayer.CAN_WATCH_HANGUP
+        watch = self.sock is not None and proctree.CAN_WATCH_HANGUP
         if watch and _client_left_first(fd, self.sock):
             self.log.info("cgi", "the client went away: stopping the script")
             raise ConnectionAbortedError("client went away")
@@ -308,7 +282,7 @@ class _Run:
 
     def _finish(self):
         """Stop and reap the script, let the threads end, give the slot back."""
-        self.process.stop(self.closems)
+        self.process.terminate()
         if self.feeder is not None:
             self.feeder.join(FEEDER_GRACE)
             if self.feeder.is_alive():  # waiting for body bytes the script will never read
@@ -317,8 +291,10 @@ class _Run:
                 except OSError:
                     pass
                 self.feeder.join()
-        self.stderr.join(STDERR_GRACE)  # it closes stderr itself, whenever its writers are gone
-        self.process.popen.stdout.close()
+        if self.stderr.wait(STDERR_GRACE) or self.stderr.abandon():
+            self.process.close_pipes()  # else a thread still reads stderr: close stdout alone
+        else:
+            self.process.popen.stdout.close()
         self.slot.release()
         self.running.remove(self.process)
 
@@ -331,9 +307,9 @@ def _start(target, name, *args):
 
 def _wait_writable(fd):
     """Block until the script takes more of its stdin (or is gone, which the next write shows)."""
-    return oslayer.wait_pipe(fd, writable=True)
+    return proctree.wait_pipe(fd, writable=True)
 
 
 def _client_left_first(fd, sock):
     """Block until stdout has data (False) or the client hung up (True)."""
-    return not oslayer.wait_pipe(fd, writable=False, sock=sock)
+    return not proctree.wait_pipe(fd, writable=False, sock=sock)

@@ -9,7 +9,7 @@ argv, untouched.
 
 import sys
 
-from . import WEBSOCKETD_COMPAT_VERSION, __version__, oslayer
+from . import WEBSOCKETD_COMPAT_VERSION, __version__, launching
 from .config import Config, UsageError
 from .log import LEVELS
 
@@ -36,7 +36,7 @@ FLAGS = {
     "passstderr": ("bool", "Send stderr lines to the client too, every line as JSON "
                            '{"stream":"stdout"|"stderr","data":"..."}'),
     "passenv": ("str", "Comma-separated environment variables passed to the process "
-                       f"(default {','.join(oslayer.DEFAULT_PASSENV)})"),
+                       f"(default {','.join(launching.DEFAULT_PASSENV)})"),
     "reverselookup": ("bool", "Look up REMOTE_HOST with reverse DNS"),
     "dir": ("str", "Serve every executable in this directory as an endpoint named by its path"),
     "staticdir": ("str", "Serve static files from this directory over plain HTTP"),

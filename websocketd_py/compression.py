@@ -29,7 +29,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .framing import frame_header
+from .framing import RSV1, frame_header
 
 EXTENSION = "permessage-deflate"
 #: Our deflater's LZ77 window, 2**N bytes (RFC 7692 allows 9..15; zlib's default is 15).
@@ -38,7 +38,6 @@ SERVER_WINDOW_BITS = 11
 CLIENT_WINDOW_BITS = 11
 #: zlib's memLevel for our deflater: its hash table is 2**(N+9) bytes (default 8: 128 KiB).
 MEM_LEVEL = 4
-RSV1 = 0x40
 #: What a sender strips from the end of each message and the receiver puts back (RFC 7692 7.2.1).
 TAIL = b"\x00\x00\xff\xff"
 

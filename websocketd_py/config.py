@@ -10,7 +10,7 @@ import os
 import re
 from typing import Optional, Tuple
 
-from . import auth, oslayer, proxy, tls, unixsocket
+from . import auth, launching, proxy, tls, unixsocket
 
 
 #: An HTTP token (RFC 9110 §5.6.2), what a WebSocket subprotocol name must be.
@@ -44,7 +44,7 @@ class Config:
     pingms: int = 0
     binary: bool = False
     passstderr: bool = False
-    passenv: Tuple[str, ...] = oslayer.DEFAULT_PASSENV
+    passenv: Tuple[str, ...] = launching.DEFAULT_PASSENV
     reverselookup: bool = False
     dir: Optional[str] = None
     staticdir: Optional[str] = None
@@ -66,6 +66,9 @@ class Config:
     broadcast: str = ""                    # --broadcast: "" off, "lazy" or "eager"
     broadcast_ids: bool = False            # --broadcast-ids: prefix client messages with their id
     broadcast_backlog: int = 1024 * 1024   # --broadcast-backlog: bytes before a laggard gets 1008
+    # Built once by `validate()` from the flags above:
+    tls_context: object = dataclasses.field(default=None, repr=False, compare=False)  # --ssl
+    users: object = dataclasses.field(default=None, repr=False, compare=False)  # --basic-auth
 
     @property
     def listen_port(self):
@@ -83,7 +86,8 @@ class Config:
         return not self.unixsocket or bool({"port", "address"} & self.explicit)
 
     def validate(self):
-        """Raise `UsageError` for the first problem found; return the Config with COMMAND resolved."""
+        """Raise `UsageError` for the first problem found; return the Config with COMMAND
+        resolved and its resources built: the TLS context and the --basic-auth users."""
         for name in NOT_SUPPORTED_YET:
             if name in self.explicit:
                 raise UsageError(f"--{name} is not supported yet in this version of websocketd-py")
@@ -103,9 +107,10 @@ class Config:
         if (self.sslcert or self.sslkey or self.sslca) and not self.ssl:
             raise UsageError("--sslcert, --sslkey and --sslca only make sense with --ssl")
         self._check_listeners()
+        tls_context = None
         if self.ssl:
             try:
-                tls.server_context(self.sslcert, self.sslkey, self.sslca)
+                tls_context = tls.server_context(self.sslcert, self.sslkey, self.sslca)
             except tls.TLSFileError as error:
                 raise UsageError(str(error)) from None
         if self.devconsole and (self.staticdir or self.cgidir):
@@ -114,26 +119,32 @@ class Config:
         if self.passstderr and self.binary:
             raise UsageError("--passstderr cannot be used with --binary "
                              "(stderr lines are sent as JSON text messages)")
-        self._check_subprotocols_auth_status()
+        users = self._check_subprotocols_auth_status()
         self._check_broadcast()
         try:
             proxy.parse_networks(self.trusted_proxies)
         except ValueError as error:
             raise UsageError(str(error)) from None
+        return dataclasses.replace(self, command=self._resolved_command(),
+                                   tls_context=tls_context, users=users)
+
+    def _resolved_command(self):
+        """COMMAND with its program found (on PATH, or as Windows finds it), and startable."""
         if not self.command:
-            return self
-        resolved = oslayer.resolve_command(self.command[0])
+            return self.command
+        resolved = launching.resolve_command(self.command[0])
         if resolved is None:
-            raise UsageError(oslayer.explain_missing_command(self.command[0]))
+            raise UsageError(launching.explain_missing_command(self.command[0]))
         command = (resolved,) + self.command[1:]
         try:
-            oslayer.launch_argv(command, oslayer.current_platform())  # Windows: can it start?
-        except oslayer.LaunchError as error:
+            launching.launch_argv(command, launching.current_platform())  # Windows: can it start?
+        except launching.LaunchError as error:
             raise UsageError(str(error)) from None
-        return dataclasses.replace(self, command=command)
+        return command
 
     def _check_subprotocols_auth_status(self):
-        """--subprotocol names, --status-path, the --basic-auth entries and the file's lines."""
+        """--subprotocol names, --status-path, the --basic-auth entries and the file's lines;
+        the users (`auth.BasicAuth`), or None without --basic-auth."""
         for name in self.subprotocols:
             if not _TOKEN.match(name):
                 raise UsageError(f"invalid --subprotocol={name!r}: a subprotocol is a token "
@@ -142,7 +153,7 @@ class Config:
             raise UsageError(f"invalid --status-path={self.status_path!r}: "
                              "a URL path starting with /, e.g. /_status")
         try:
-            auth.from_config(self)
+            return auth.from_config(self)
         except auth.CredentialsError as error:
             raise UsageError(str(error)) from None
 

@@ -7,14 +7,17 @@ with another (`X_Foo` vs `X-Foo`) or carries the httpoxy hole (`Proxy`) is
 dropped, so no client can set PATH, LD_PRELOAD or HTTP_PROXY.
 """
 
+import dataclasses
 import itertools
 import os
 import re
 import socket
 import threading
 import time
+from typing import Tuple
 
-from . import WEBSOCKETD_COMPAT_VERSION, __version__, oslayer
+from . import WEBSOCKETD_COMPAT_VERSION, __version__, launching
+from .decoding import as_sent, request_target
 
 SERVER_SOFTWARE = f"websocketd/{WEBSOCKETD_COMPAT_VERSION} (websocketd-py/{__version__})"
 GATEWAY_INTERFACE = "websocketd-CGI/0.1"
@@ -29,6 +32,48 @@ UNBUFFERED_OUTPUT = {"PYTHONUNBUFFERED": "1"}
 
 #: Seconds --reverselookup waits for reverse DNS before REMOTE_HOST falls back to the address.
 REVERSE_LOOKUP_TIMEOUT = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointRequest:
+    """The request facts a process environment is built from (see `build`)."""
+
+    method: str
+    host: str
+    https: bool
+    remote_addr: str
+    remote_port: int
+    remote_host: str
+    script_name: str
+    path_info: str
+    path: str
+    query_string: str
+    request_uri: str
+    unique_id: str
+    headers: Tuple[Tuple[str, str], ...]
+    remote_user: str = ""   # REMOTE_USER and AUTH_TYPE: from --basic-auth (or a WSGI
+    auth_type: str = ""     # middleware in front of an embedded app), else empty
+    subprotocol: str = ""   # WEBSOCKET_PROTOCOL: the negotiated subprotocol, "" = none
+
+
+def request_facts(environ, endpoint, reverse_lookup, headers=None, **more):
+    """The `EndpointRequest` of a WSGI request to `endpoint`, its request target decoded once
+    (`decoding`); `headers` replaces the request's (name, value) pairs, `more` other facts."""
+    target = request_target(environ)
+    remote_addr = environ.get("REMOTE_ADDR", "")
+    if headers is None:
+        headers = environ.get("websocketd_py.headers", ())
+    facts = dict(
+        method=environ["REQUEST_METHOD"], host=environ.get("HTTP_HOST", ""),
+        https=environ.get("wsgi.url_scheme") == "https", remote_addr=remote_addr,
+        remote_port=environ.get("REMOTE_PORT", 0),
+        remote_host=remote_host(remote_addr, reverse_lookup),
+        script_name=endpoint.script_name, path_info=endpoint.path_info, path=target.path,
+        query_string=target.query, request_uri=target.uri, unique_id=unique_id(),
+        headers=tuple(headers), remote_user=environ.get("REMOTE_USER", ""),
+        auth_type=environ.get("AUTH_TYPE", ""))
+    facts.update(more)
+    return EndpointRequest(**facts)
 
 
 def unique_id():
@@ -83,17 +128,9 @@ def header_variables(headers):
         if not _TOKEN.match(name) or name.lower() == "proxy":
             continue
         key = "HTTP_" + name.upper().replace("-", "_")
-        value = _as_sent(value).translate(_CONTROL)
+        value = as_sent(value).translate(_CONTROL)
         variables[key] = f"{variables[key]}, {value}" if key in variables else value
     return variables
-
-
-def _as_sent(value):
-    """http.server decodes header bytes as latin-1; give the process the bytes the client sent."""
-    try:
-        return value.encode("latin-1").decode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return value
 
 
 def passed_through(names, source=None):
@@ -103,9 +140,9 @@ def passed_through(names, source=None):
 
 
 def build(request, passenv, source=None):
-    """The whole environment of a process for one `EndpointRequest` (see `app`)."""
+    """The whole environment of a process for one `EndpointRequest`."""
     server_name, server_port = split_host(request.host, request.https)
-    env = {**UNBUFFERED_OUTPUT, **oslayer.CHILD_ENVIRONMENT, **passed_through(passenv, source)}
+    env = {**UNBUFFERED_OUTPUT, **launching.CHILD_ENVIRONMENT, **passed_through(passenv, source)}
     env.update({
         "SERVER_SOFTWARE": SERVER_SOFTWARE,
         "GATEWAY_INTERFACE": GATEWAY_INTERFACE,

@@ -15,7 +15,8 @@ import codecs
 import json
 import struct
 
-from .protocol import OP_BINARY, OP_CONTINUATION, OP_TEXT
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+RSV1 = 0x40  # "compressed", on the first frame of a message (RFC 7692)
 
 _SHORT_HEADERS = {
     (opcode, fin): [bytes(((0x80 if fin else 0) | opcode, n)) for n in range(126)]

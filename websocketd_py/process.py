@@ -1,11 +1,13 @@
-"""Starting COMMAND, feeding it, and ending it on websocketd's schedule.
+"""The program's end of a session: start it, feed its stdin, frame its stdout, end it.
 
-The child runs in its own process group (see `oslayer`), so ending a session
-ends a shell pipeline's children too, unlike websocketd. The end is always the
-same schedule: close stdin; if the group still runs after 100 ms + closems,
-SIGINT; after 250 ms + closems more, SIGTERM; after 500 ms + closems more,
-SIGKILL. Whoever ends the session first (client gone, stdout closed, server
-shutdown) runs it; later callers wait for the same result.
+A `ProcessEndpoint` runs one program with pipes on stdin, stdout and stderr,
+in a process group of its own (see `launching` and `proctree`), so ending a
+session ends a shell pipeline's children too, unlike websocketd. The end is
+always the same schedule, `terminate()`: close stdin; if the group still
+runs after 100 ms + closems, SIGINT; after 250 ms + closems more, SIGTERM;
+after 500 ms + closems more, SIGKILL. Whoever ends the session first (client
+gone, stdout closed, server shutdown) runs it; later callers wait for the
+same result. Every wait is bounded.
 """
 
 import os
@@ -13,38 +15,111 @@ import subprocess
 import threading
 import time
 
-from . import oslayer
+from . import framing, launching, proctree, protocol, tuning
+from .readsize import ReadSize
 
+READ_BYTES = 65536
 #: (seconds to wait, then what to send) before adding closems to each wait.
-STOP_SCHEDULE = ((0.100, oslayer.interrupt), (0.250, oslayer.terminate), (0.500, oslayer.kill))
+STOP_SCHEDULE = ((0.100, proctree.interrupt), (0.250, proctree.terminate),
+                 (0.500, proctree.kill))
 _POLL = 0.005
 #: After SIGKILL, how long to wait for the group; what still shows then is a zombie or unkillable.
 _KILL_WAIT = 2.0
 
 
-class ChildProcess:
-    """One running COMMAND with pipes on stdin, stdout and stderr."""
+class ProcessEndpoint:
+    """One running program. Raises OSError or `launching.LaunchError` when it cannot start.
 
-    def __init__(self, argv, env, cwd=None):
-        with oslayer.every_cpu():  # the server's threads keep to one CPU; the child need not
+    `framer` turns its stdout into frames for `output()` (see
+    `framing.stdout_framer`); a CGI script's stdout is read as it is.
+    """
+
+    whole_messages = False  # client messages may reach stdin piece by piece
+    message_prefix = b""
+
+    def __init__(self, argv, env, closems=0, cwd=None, framer=None):
+        with tuning.every_cpu():  # the server's threads may keep to one CPU; the child need not
             self.popen = subprocess.Popen(
-                oslayer.launch_argv(argv),
+                launching.launch_argv(argv),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, cwd=cwd, bufsize=0, close_fds=True, **oslayer.child_process_options())
+                env=env, cwd=cwd, bufsize=0, close_fds=True, **launching.child_process_options())
         self.pid = self.popen.pid
-        oslayer.prepare_stdin(self.popen.stdin.fileno())
+        self.closems = closems
+        proctree.prepare_stdin(self.popen.stdin.fileno())
         self.stdout_fd = self.popen.stdout.fileno()
         self.stderr_fd = self.popen.stderr.fileno()
+        self.framer = framer
+        self.printed = False                 # stdout gave something (for the buffering hint)
+        self.inside_message = False          # `output()` is in the middle of a long line
+        self._started = time.monotonic()
+        self._hinted = False
         self._stdin = self.popen.stdin
         self._stdin_lock = threading.Lock()  # held by write_stdin while it writes
         self._close_requested = False
         self._stop_lock = threading.Lock()
 
+    # -- stdout ----------------------------------------------------------------------
+
+    def output(self):
+        """Frames of stdout as it comes, through the framer, until EOF.
+
+        In text mode the reads are small while the program is quiet (`ReadSize`);
+        in binary mode each read is a message, so every read asks for READ_BYTES.
+        A piece that ends a line sent in fragments is given on its own, so that
+        `inside_message` tells a consumer where whole messages start.
+        """
+        framer = self.framer
+        read_size = ReadSize(READ_BYTES)
+        binary = isinstance(framer, framing.BinaryFramer)
+        size = READ_BYTES if binary else read_size.now
+        while True:
+            try:
+                chunk = os.read(self.stdout_fd, size)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            if not binary:
+                size = read_size.after(len(chunk))
+            self.printed = True
+            if framer.started:
+                end = chunk.find(b"\n") + 1 or len(chunk)
+                yield from self._framed(framer, chunk[:end])
+                chunk = chunk[end:]
+            if chunk:
+                yield from self._framed(framer, chunk)
+        last = framer.finish()
+        self.inside_message = False
+        if last:
+            yield last
+
+    def _framed(self, framer, chunk):
+        frames = framer.feed(chunk)
+        self.inside_message = framer.started
+        if frames:
+            yield frames
+
+    def silent_since(self, moment):
+        """True once, if the program started before `moment`, runs, and has printed nothing."""
+        if not (self._hinted or self.printed) and self._started < moment and self.running:
+            self._hinted = True
+            return True
+        return False
+
+    def stdout_held_open(self):
+        """Nothing to read on stdout and no EOF: a stray process still holds its write end."""
+        return proctree.pipe_is_held_open(self.stdout_fd)
+
+    def stderr_held_open(self):
+        return proctree.pipe_is_held_open(self.stderr_fd)
+
+    # -- stdin -----------------------------------------------------------------------
+
     def write_stdin(self, data, wait_writable=None):
         """Write all of `data`; False once stdin is gone.
 
         Blocks while the pipe is full: a slow process slows the client. On a
-        non-blocking stdin (see `oslayer.prepare_stdin`) the wait is
+        non-blocking stdin (see `proctree.prepare_stdin`) the wait is
         `wait_writable(fd)`, which returns False to give up.
         """
         view = memoryview(data)
@@ -87,45 +162,55 @@ class ChildProcess:
         except OSError:
             pass
 
-    def wait(self):
-        """Block until the process exits; its exit status (negative: killed by that signal)."""
-        return self.popen.wait()
+    # -- the end -----------------------------------------------------------------------
 
     @property
     def running(self):
         """False once the process was seen to exit (no system call: any thread may ask)."""
         return self.popen.returncode is None
 
-    def alive(self):
-        return oslayer.group_alive(self.popen)
+    @property
+    def exit_status(self):
+        """The exit status once reaped (negative: killed by that signal), else None."""
+        return self.popen.returncode
 
-    def stop(self, closems=0):
+    def terminate(self):
         """End the process (and its group) on the schedule; return its exit status.
 
-        Thread-safe: the first caller runs the schedule, the others wait for it.
+        Thread-safe and idempotent: the first caller runs the schedule, the
+        others wait for it. None if even SIGKILL did not end it in time.
         """
         with self._stop_lock:
             self.close_stdin()
-            extra = closems / 1000.0
+            extra = self.closems / 1000.0
             for delay, send in STOP_SCHEDULE:
                 if self._wait_group(delay + extra):
                     break
                 send(self.popen)
             else:
                 self._wait_group(_KILL_WAIT)
-            return self.popen.wait()
+            proctree.wait_exit(self.popen, 0)
+            return self.popen.returncode
+
+    def close_frame(self):
+        """The close frame for the client once stdout has closed: (code, reason) by the exit
+        status, after the stop schedule has ended the program."""
+        status = self.terminate()
+        if status == 0:
+            return protocol.NORMAL_CLOSURE, ""
+        return protocol.INTERNAL_ERROR, proctree.describe_exit(status)
 
     def kill_group(self):
         """SIGKILL whatever is left in the group (stray grandchildren) once the session ends."""
-        if self.alive():
-            oslayer.kill(self.popen)
+        if proctree.group_alive(self.popen):
+            proctree.kill(self.popen)
 
     def _wait_group(self, timeout):
         """Wait until the whole group has exited; False on timeout."""
         deadline = time.monotonic() + timeout
-        if not oslayer.wait_exit(self.popen, timeout):
+        if not proctree.wait_exit(self.popen, timeout):
             return False
-        while oslayer.group_alive(self.popen):
+        while proctree.group_alive(self.popen):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(_POLL)
@@ -145,17 +230,19 @@ class ExitWatch:
 
     A session learns that its program ended from EOF on stdout; this is for
     when EOF does not come because a grandchild still holds stdout. Every
-    `INTERVAL` it asks the OS whether any child awaits reaping (one system
-    call, `oslayer.some_child_exited`), and only then looks at each watched
-    process; `on_exit` runs in this thread and must not block.
+    `interval` it asks the OS whether any child awaits reaping (one system
+    call, `proctree.some_child_exited`), and only then looks at each watched
+    process; `on_exit` runs in this thread and must not block. The thread
+    ends with `close()`.
     """
 
-    INTERVAL = 0.1
-
-    def __init__(self):
-        self._watched = {}  # ChildProcess: on_exit
+    def __init__(self, interval=0.1):
+        self._interval = interval
+        self._watched = {}  # ProcessEndpoint: on_exit
         self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="exit-watch", daemon=True).start()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="exit-watch", daemon=True)
+        self._thread.start()
 
     def add(self, process, on_exit):
         with self._lock:
@@ -165,10 +252,14 @@ class ExitWatch:
         with self._lock:
             self._watched.pop(process, None)
 
+    def close(self):
+        """End the thread (server or app closing)."""
+        self._closed.set()
+        self._thread.join()
+
     def _run(self):
-        while True:
-            time.sleep(self.INTERVAL)
-            if not self._watched or not oslayer.some_child_exited():
+        while not self._closed.wait(self._interval):
+            if not self._watched or not proctree.some_child_exited():
                 continue
             with self._lock:
                 watched = list(self._watched.items())
@@ -176,16 +267,3 @@ class ExitWatch:
                 if process.popen.poll() is not None:
                     self.discard(process)
                     on_exit()
-
-
-_exit_watch = None
-_exit_watch_lock = threading.Lock()
-
-
-def exit_watch():
-    """The process's one `ExitWatch`, started by the first call."""
-    global _exit_watch
-    with _exit_watch_lock:
-        if _exit_watch is None:
-            _exit_watch = ExitWatch()
-        return _exit_watch

@@ -1,14 +1,18 @@
-"""What clients send: RFC 6455 frames, parsed and checked incrementally (no I/O).
+"""The WebSocket protocol without I/O: a `Connection` fed bytes, giving events and bytes to send.
 
-wsproto, which simple-websocket brings, parses frames in pure Python through
-several layers of objects; in the echo benchmark that took about 70% of the
-server's CPU. This parser does only what a server needs from a client —
-masked frames, permessage-deflate only if --compress negotiated it — in one
-loop over the received bytes, and streams payloads: a large frame is passed
-on piece by piece as it arrives, so memory stays bounded by what one `recv`
-returns. A compressed message is inflated as it arrives, at most
-INFLATE_BUDGET bytes per `feed`: when more is left, the parser is `stalled`
-and the next `feed` (with no new bytes) goes on from there.
+`Connection` owns what one server-side connection needs: the parser of what
+the client sends (`ClientFrameParser`), the framer of what we send
+(`framing`), permessage-deflate both ways when agreed (`compression`) and
+the close state. It never touches a socket: `websocket.WebSocketEndpoint`
+reads and writes the bytes, under its one send lock.
+
+The parser does only what a server needs from a client (masked frames,
+permessage-deflate only if --compress negotiated it) in one loop over the
+received bytes, and streams payloads: a large frame is passed on piece by
+piece as it arrives, so memory stays bounded by what one read returns. A
+compressed message is inflated as it arrives, at most INFLATE_BUDGET bytes
+per `feed`: when more is left, the parser is `stalled` and the next `feed`
+(with no new bytes) goes on from there.
 
 Everything RFC 6455 asks a server to reject is a `FAIL` event with the close
 code to send: 1002 for a protocol error (compressed data that does not
@@ -22,8 +26,9 @@ import codecs
 import struct
 import zlib
 
-OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-RSV1 = 0x40  # "compressed", on the first frame of a message (RFC 7692)
+from . import compression
+from .framing import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RSV1,
+                      frame)
 
 # Event kinds returned by `ClientFrameParser.feed`.
 DATA = "data"     # (DATA, is_text, payload bytes, ends_message)
@@ -32,7 +37,15 @@ PONG = "pong"     # (PONG, payload)
 CLOSE = "close"   # (CLOSE, code or None, reason)
 FAIL = "fail"     # (FAIL, code, reason): the connection must be closed with this code
 
+# Close codes (RFC 6455 §7.4.1) the server sends or records.
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001          # server shutdown
+POLICY_VIOLATION = 1008    # ping timeout, a --broadcast client too far behind
+INTERNAL_ERROR = 1011      # the program failed: exit status not 0, or could not start
 NO_STATUS = 1005
+ABNORMAL_CLOSURE = 1006    # never sent: the connection ended without a close frame
+#: A close frame's payload is at most 125 bytes, 2 of them the code.
+_MAX_REASON_BYTES = 123
 
 #: Binary frames up to this size are passed on whole (one write to the process, so
 #: a message comes back through `cat` whole); larger ones, and text frames (whose
@@ -294,3 +307,75 @@ class ClientFrameParser:
         if chunk or ends_message:
             events.append((DATA, is_text, chunk, ends_message))
 
+
+
+class Connection:
+    """One server-side WebSocket connection, without I/O.
+
+    `receive_data(bytes)` gives the events of what the client sent (see
+    `ClientFrameParser`); `data`, `pong`, `ping` and `close` give the bytes to
+    send, and update the close state, so the caller calls them under the lock
+    that orders its sends. `close_code` is the first close code sent or
+    received, ABNORMAL_CLOSURE once the connection broke without one.
+    """
+
+    def __init__(self, max_message_size=0, agreement=None):
+        inflater = deflater = None
+        if agreement is not None:
+            deflater = compression.Deflater(agreement.server_window_bits,
+                                            agreement.server_no_context_takeover)
+            inflater = compression.Inflater(agreement.client_window_bits,
+                                            agreement.client_no_context_takeover)
+        self._parser = ClientFrameParser(max_message_size, inflater)
+        self._deflater = deflater
+        self.close_sent = False
+        self.close_code = None
+
+    @property
+    def input_pending(self):
+        """Inflated data is left: `receive_data(b"")` goes on before more is read."""
+        return self._parser.stalled
+
+    def receive_data(self, data):
+        """The events of `data` (see the module docstring); nothing after a CLOSE or FAIL."""
+        events = self._parser.feed(data)
+        for event in events:
+            if event[0] is CLOSE and self.close_code is None:
+                self.close_code = event[1]
+        return events
+
+    def receive_eof(self):
+        """The client's side of the connection ended (or broke)."""
+        if self.close_code is None:
+            self.close_code = ABNORMAL_CLOSURE
+
+    def data(self, frames):
+        """Ready-made data frames (`framing`'s) as they go out, compressed if agreed;
+        None once our close frame was sent."""
+        if self.close_sent:
+            return None
+        return self._deflater.compress_frames(frames) if self._deflater else frames
+
+    def pong(self, payload):
+        """The answer to a ping; nothing after our close frame."""
+        return b"" if self.close_sent else frame(OP_PONG, payload)
+
+    def ping(self):
+        return b"" if self.close_sent else frame(OP_PING, b"")
+
+    def close(self, code, reason=""):
+        """Our close frame, once: later calls give nothing."""
+        if self.close_sent:
+            return b""
+        self.close_sent = True
+        if self.close_code is None:
+            self.close_code = code
+        return frame(OP_CLOSE, _close_payload(code, reason))
+
+
+def _close_payload(code, reason):
+    """A close frame's payload: the code and at most 123 bytes of reason (1005: nothing)."""
+    if code == NO_STATUS:
+        return b""
+    reason = (reason or "").encode("utf-8")[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
+    return struct.pack("!H", code) + reason.encode("utf-8")

@@ -9,9 +9,11 @@ name, or the address the client connected to when there is no usable one.
 
 import ipaddress
 import re
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from werkzeug.wrappers import Response
+
+from .decoding import request_target
 
 _HOST_NAME = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d*)?\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -29,17 +31,17 @@ class RedirectApp:
     def __call__(self, environ, start_response):
         local_address = environ["werkzeug.socket"].getsockname()[0]
         target = location(self.scheme, self.port, environ.get("HTTP_HOST"), local_address,
-                          _raw_target(environ))
+                          request_target(environ).uri)
         response = Response(f"Moved Permanently: {target}\n", "301 Moved Permanently",
                             mimetype="text/plain", headers=[("Location", target)])
         return response(environ, start_response)
 
 
 def location(scheme, port, host_header, local_address, target):
-    """The redirect URL for a request with this Host header and request target."""
+    """The redirect URL for a request with this Host header and (origin-form) request target."""
     host = _host_from_header(host_header) or _host_from_address(local_address)
     netloc = host if port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    return f"{scheme}://{netloc}{_origin_form(target)}"
+    return f"{scheme}://{netloc}{_percent_encoded(target)}"
 
 
 def _host_from_header(host_header):
@@ -57,17 +59,6 @@ def _host_from_address(address):
     return f"[{ip}]" if ip.version == 6 else str(ip)
 
 
-def _origin_form(target):
-    """`/path?query` of a request target, also from the absolute form (`GET http://h/p`)."""
-    if not target.startswith("/"):
-        try:
-            parts = urlsplit(target)
-        except ValueError:
-            return "/"
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return quote(target.encode("latin-1"), safe=_KEEP_VERBATIM)
-
-
-def _raw_target(environ):
-    """The request target as sent, one character per byte (werkzeug's REQUEST_URI undone)."""
-    return environ.get("REQUEST_URI", "/").encode("latin-1").decode("utf-8")
+def _percent_encoded(target):
+    """The target (`decoding`'s text) with every byte that is not printable ASCII %-encoded."""
+    return quote(target.encode("utf-8", "surrogateescape"), safe=_KEEP_VERBATIM)

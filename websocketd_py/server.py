@@ -22,11 +22,10 @@ import time
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import __version__, auth, oslayer, stderr, threads, tls, unixsocket
-from .app import WebsocketdApp
+from . import __version__, auth, listening, tls, tuning, unixsocket
 from .log import Log
-from .process import exit_watch
 from .redirect import RedirectApp
+from .routing import WebsocketdApp
 from .websocket import TAKEN_OVER_ENDS_CONNECTION
 
 #: Seconds a client has to send its request line and headers, once it has sent a first byte.
@@ -47,7 +46,7 @@ KEEPALIVE_SECONDS = 15
 #: switches. Session threads give the GIL up themselves at every blocking call, so a
 #: long interval costs them nothing; measured: 2,000 clients gone at once were cleaned
 #: up in 1.7 s instead of 23-42 s at 0.1 s, and all of 5,000 idle sessions echo at once
-#: (3,250 did). With the threads on one CPU (`oslayer.server_threads_on_one_cpu`) each
+#: (3,250 did). With the threads on one CPU (`tuning.server_threads_on_one_cpu`) each
 #: waiter's timed wake-up takes that CPU from the work: 4,750 clients gone at once,
 #: 2.8-2.9 s at 2 s (6 runs) instead of 4.0-5.0 s at 0.1 s (8 runs); echo, churn and
 #: binary unchanged in an A/B run.
@@ -370,8 +369,9 @@ class Listener(ThreadedWSGIServer):
         self.waiting_room.admit(request, client_address)
 
     def _start_handler(self, request, client_address):
-        """werkzeug's thread for one connection, started without waiting for it (`threads`)."""
-        threads.start(self.process_request_thread, request, client_address)
+        """werkzeug's thread for one connection (socketserver's `process_request`)."""
+        threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                         name="request", daemon=True).start()
 
     def finish_request(self, request, client_address):
         """Serve one connection; runs in its own thread, so the TLS handshake is done here."""
@@ -415,7 +415,7 @@ def open_listener(host, port, app, log, tls_context=None):
     """A `Listener` on `host` (None = every interface) and `port`."""
     shown = "*" if host is None else (f"[{host}]" if ":" in host else host)
     try:
-        sock = oslayer.listening_socket(host, port)
+        sock = listening.listening_socket(host, port)
     except OSError as error:
         raise ListenError(f"cannot listen on {shown}:{port}: {error.strerror or error}"
                           f"{_listen_hint(error, port)}") from None
@@ -437,12 +437,7 @@ def open_listeners(config, app, log):
     TCP: one per --address (TLS with --ssl), each followed by its --redirport
     listener; none when --unixsocket is given without --port or --address.
     """
-    tls_context = None
-    if config.ssl:
-        try:
-            tls_context = tls.server_context(config.sslcert, config.sslkey, config.sslca)
-        except tls.TLSFileError as error:
-            raise ListenError(str(error)) from None
+    tls_context = config.tls_context
     listeners = []
     try:
         if config.listens_on_tcp:
@@ -508,19 +503,18 @@ def build_app(config, log):
     --trusted-proxy wraps `wsgi_app` only (Flask's idiom), so the object
     returned stays the `WebsocketdApp` that `shutdown` works on.
     """
-    from . import auth
-    static_app = devconsole_page = cgi_scripts = None
+    static_app = devconsole_page = None
     if config.staticdir:
         from .static import StaticFiles
         static_app = StaticFiles(config.staticdir)
     if config.devconsole:
         from .devconsole import page
         devconsole_page = page()
+    app = WebsocketdApp(config, log, static_app, devconsole_page,
+                        basic_auth=config.users)
     if config.cgidir:
         from .cgi import CgiScripts
-        cgi_scripts = CgiScripts(config.cgidir, config, log)
-    app = WebsocketdApp(config, log, static_app, devconsole_page, cgi_scripts,
-                        auth.from_config(config))
+        app.cgi_scripts = CgiScripts(config.cgidir, config, log, app.sessions.stderr)
     if config.trusted_proxies:
         from .proxy import TrustedProxies
         app.wsgi_app = TrustedProxies(app.wsgi_app, config.trusted_proxies)
@@ -539,7 +533,7 @@ class ShutdownRequest:
     def __init__(self):
         self.signal_name = None
         self.on_second_signal = None
-        oslayer.install_shutdown_handlers(self._on_signal)
+        tuning.install_shutdown_handlers(self._on_signal)
 
     def _on_signal(self, name):
         if self.signal_name is not None and self.on_second_signal is not None:
@@ -555,12 +549,12 @@ class ShutdownRequest:
 
 def run(config):
     """Serve until Ctrl-C or SIGTERM, then end every session; the exit status."""
-    oslayer.raise_open_file_limit()
-    oslayer.use_one_malloc_arena()
+    tuning.raise_open_file_limit()
+    tuning.use_one_malloc_arena()
     interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        with oslayer.server_threads_on_one_cpu():  # before the first thread starts
+        with tuning.server_threads_on_one_cpu():  # before the first thread starts
             return _serve(config)
     finally:  # `api.serve` returns to the embedding program
         sys.setswitchinterval(interval)
@@ -569,9 +563,6 @@ def run(config):
 def _serve(config):
     request = ShutdownRequest()
     log = Log(config.loglevel)
-    exit_watch()  # the shared threads start now: the idle server's footprint includes them
-    if not config.passstderr:
-        stderr.start_shared_reader()
     app = build_app(config, log)
     try:
         listeners = open_listeners(config, app, log)
@@ -608,13 +599,14 @@ def shutdown(app, servers, log):
         app.cgi_scripts.stop_all()  # meanwhile the sessions end in their own threads
     if not (_wait_for_sessions(app, told) and app.hubs.wait_stopped(SHUTDOWN_GRACE)):
         _kill_all(app)
-        app.sessions.wait_empty(0.5)
+        app.sessions.running.wait_empty(0.5)
+    app.close()
     log.write("info", "server", "stopped")
 
 
 def _tell_sessions_to_end(app, told):
     """Shut down every session not told yet; return all the sessions told so far."""
-    running = app.sessions.snapshot()
+    running = app.sessions.running.snapshot()
     for session in running - told:
         session.shutdown()
     return told | running
@@ -638,10 +630,9 @@ def _wait_for_sessions(app, told):
 
 def _kill_all(app):
     """SIGKILL every process group the server started. Takes no lock (see ShutdownRequest)."""
-    for session in app.sessions.snapshot():
-        if session.process is not None:  # None: a --broadcast client, its hub's is below
-            session.process.kill_group()
-        session.websocket.abort()
+    for session in app.sessions.running.snapshot():
+        session.program.kill_group()  # a --broadcast subscription: nothing, the hub's is below
+        session.client.abort()
     app.hubs.kill_all()
     if app.cgi_scripts is not None:
         for process in app.cgi_scripts.running.snapshot():

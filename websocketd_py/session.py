@@ -1,196 +1,279 @@
-"""One WebSocket connection bridged to one process.
+"""One session: a client endpoint piped to a program endpoint, from the 101 to the last byte.
+
+`Sessions.run()` owns a session's whole life in one try/finally: CONNECT,
+starting the program, its place in the running set (for shutdown, pings and
+--status-path), the two pumps, and whatever happens, the teardown: the
+program ended, the fork slot released, the socket closed, DISCONNECT logged
+once. A program that cannot start, or a thread that cannot start, leaves
+nothing running.
 
 Threads of a session, each blocking on exactly one thing, so the same code
 runs on every OS and backpressure is free:
 
-- reader (socket → stdin), the handler's own thread (`run`):
-  `WebSocket.receive()`, then a blocking write to stdin. A slow process stops
-  the reads, so the client's TCP window closes. When the client has gone, it
-  waits for the rest and releases everything.
-- writer (stdout → socket): one `os.read` of up to 64 KiB (less while the
-  program is quiet, see `threads.ReadSize`), every line in it framed into
-  one buffer, one `sendall`. A slow client blocks the sendall, the
-  pipe fills, the process blocks.
+- reader (client → stdin), the request handler's own thread: one read of the
+  socket (`WebSocketEndpoint.receive`), then a blocking write to stdin. A
+  slow program stops the reads, so the client's TCP window closes.
+- writer (stdout → client): the program's output, framed (`framing`), one
+  `sendall` per read. A slow client blocks the send, the pipe fills, the
+  program blocks.
 
-Two threads shared by all sessions do the rest: stderr is logged by one
-(`stderr`; with --passstderr the session has a thread of its own that sends
-it), and one notices a process that exits while a grandchild keeps its
-stdout open (`process.ExitWatch`). Two threads per session, not four: about
-35 KiB less memory each (measured then: 98-115 KiB per idle session, was 132-146).
+The program endpoint is a `process.ProcessEndpoint` of the session's own, or
+with --broadcast a `broadcast.Subscription` to a process shared by every
+client of the endpoint; both give `output()`, `write_stdin()`, `terminate()`
+and `close_frame()`, so the pumps are the same.
 
-Ending: the client leaves → stdin closed → the stop schedule (`process`).
-stdout closes → the last line is sent → the process is stopped and reaped →
-close frame 1000 (exit status 0) or 1011 (`exit status 3`), unlike websocketd,
-whose clients see 1006.
+Ending: the client leaves → stdin closed → the stop schedule
+(`ProcessEndpoint.terminate`). stdout closes → the last line is sent → the
+program is stopped and reaped → close frame 1000 (exit status 0) or 1011
+(`exit status 3`), unlike websocketd, whose clients see 1006.
 """
 
-import os
+import contextlib
+import dataclasses
 import threading
-import time
 
-from . import framing, oslayer, protocol, stderr, threads
-from .process import exit_watch
-from .websocket import CloseReason
+from . import proctree, protocol
+from .process import ExitWatch
+from .registry import Running
+from .stderr import StderrFollowers
 
-READ_BYTES = 65536
-#: A binary message up to this size reaches stdin in one write (see `_pump_socket_to_stdin`).
+#: A binary message up to this size reaches stdin in one write (see `_pump_client_to_program`).
 WHOLE_MESSAGE_BYTES = protocol.WHOLE_FRAME_LIMIT
-#: How long the client gets to answer our close frame before the TCP connection is cut.
-CLOSE_REPLY_TIMEOUT = 2.0
-#: After the process exits, how long stray grandchildren may keep its pipes open.
-ORPHAN_PIPE_GRACE = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Timings:
+    """How long a session waits for things; parameters so tests need not wait them out."""
+
+    close_reply: float = 2.0      # for the client to answer our close frame, then cut
+    orphan_pipe_grace: float = 0.5  # after the program exits, for strays to let go of its pipes
+    linger: float = 1.0           # at the very end, for the client's last bytes
+
+
+class Sessions:
+    """Every session of one app: its settings, what runs, and the threads they share."""
+
+    def __init__(self, config, timings=Timings()):
+        self.config = config
+        self.timings = timings
+        self.running = Running()    # `Session`s, for shutdown and the watchdog
+        self.records = Running()    # their `status` records, for --status-path
+        self.exit_watch = ExitWatch()
+        # with --passstderr every session reads its own stderr (lines go to its client)
+        self.stderr = StderrFollowers(shared=not config.passstderr)
+
+    def run(self, client, command, start_program, slot, record, log):
+        """Serve one upgraded connection to its end; see the module docstring.
+
+        `start_program()` returns the program endpoint (OSError or ValueError
+        when `command` cannot start); `slot` is the fork slot the upgrade
+        took; `record(program)` gives the session's status record.
+        """
+        log.access("session", "CONNECT")
+        session = None
+        try:
+            try:
+                program = start_program()
+            except (OSError, ValueError) as error:
+                log.error("process", f"cannot start {command}: {error}")
+                client.close(protocol.INTERNAL_ERROR, "cannot start the program")
+                return
+            if program.pid is not None:
+                log = log.with_fields(pid=program.pid)
+            session = Session(client, program, self, log)
+            with self._listed(session, record(program)):
+                session.run()
+        except RuntimeError as error:  # no thread could be started: out of threads or memory
+            log.error("session", f"cannot run the session: {error}")
+            client.close_or_abort(protocol.INTERNAL_ERROR, "server out of resources", timeout=0.1)
+        finally:
+            if session is not None:
+                session.release()
+            slot.release()
+            client.release(self.timings.linger)
+            if session is not None:
+                fields = {"exit": session.exit_words} if session.exit_words else {}
+                log = log.with_fields(**fields, close=client.close_code or "")
+            log.access("session", "DISCONNECT")
+
+    @contextlib.contextmanager
+    def _listed(self, session, record):
+        self.running.add(session)
+        self.records.add(record)
+        try:
+            yield
+        finally:
+            self.running.remove(session)
+            self.records.remove(record)
+
+    def close(self):
+        """End the shared threads (the app is closing; its sessions have ended)."""
+        self.exit_watch.close()
+        self.stderr.close()
 
 
 class Session:
-    """Runs one connection to its end; `run()` returns when everything is released."""
+    """One running session: what the pumps, the watchdog and shutdown share."""
 
-    def __init__(self, websocket, process, config, log):
-        self.websocket = websocket
-        self.process = process
-        self.config = config
+    def __init__(self, client, program, sessions, log):
+        self.client = client
+        self.program = program
         self.log = log
-        self.waiting_for_process = False  # the reader waits for the process to read stdin
-        self.started = time.monotonic()
-        self._quiet = True                # no stdout yet, and no buffering hint given
-        self._reader_done = threads.Latch()
-        self._stdout_closed = threads.Latch()
+        self.waiting_for_program = False  # the reader waits for the program to read stdin
+        self.exit_words = ""              # `exit status 3`, once the program is reaped
+        self._config = sessions.config
+        self._timings = sessions.timings
+        self._sessions = sessions
+        self._reader_done = threading.Event()
+        self._stdout_closed = threading.Event()
         self._give_up_lock = threading.Lock()
         self._gave_up_stdout = False
         self._stderr = None
+        self._writer = None
 
     def run(self):
-        self._stderr = stderr.follow(self.process.stderr_fd, self.log,
-                                     self.websocket if self.config.passstderr else None,
-                                     on_error=self._fail)
-        writer = self._start_writer()
-        exits = exit_watch()
-        exits.add(self.process, self._on_exit)
-        self._guarded(self._pump_socket_to_stdin, "reader")
-        # The client has gone or answered our close, and the process group was stopped.
-        if (not writer.wait(ORPHAN_PIPE_GRACE)
-                and oslayer.pipe_is_held_open(self.process.stdout_fd)):
+        """The two pumps, until both ends are done (the handler's thread)."""
+        program = self.program
+        if program.stderr_fd is not None:
+            self._stderr = self._sessions.stderr.follow(
+                program.stderr_fd, self.log,
+                self.client if self._config.passstderr else None, on_error=self._fail)
+        self._writer = threading.Thread(target=self._guarded,
+                                        args=(self._pump_program_to_client, "writer"),
+                                        name="session-writer", daemon=True)
+        self._writer.start()
+        if program.popen is not None:
+            self._sessions.exit_watch.add(program, self._on_exit)
+        self._guarded(self._pump_client_to_program, "reader")
+        # The client has gone or answered our close, and the program was told to end.
+        self._writer.join(self._timings.orphan_pipe_grace)
+        if self._writer.is_alive() and program.stdout_held_open():
             self._give_up_stdout()
-        else:
-            writer.wait()  # it has EOF to read; it is only slow (a busy server)
-        exits.discard(self.process)
-        stderr_done = self._stderr.wait(ORPHAN_PIPE_GRACE)
-        if not (stderr_done or oslayer.pipe_is_held_open(self.process.stderr_fd)):
-            stderr_done = self._stderr.wait()  # it has its last bytes or EOF to read
-        if not stderr_done:
-            stderr_done = self._stderr.abandon()
-        self.process.kill_group()
-        if stderr_done and writer.is_set():
+        self._writer.join()
+
+    def release(self):
+        """Whatever happened: the program ended and reaped, its pipes closed (idempotent)."""
+        program = self.program
+        if program.popen is not None:
+            self._sessions.exit_watch.discard(program)
+        status = program.terminate()
+        if program.popen is not None:
+            self.exit_words = proctree.describe_exit(status)
+        stderr_done = True
+        if self._stderr is not None:
+            grace = self._timings.orphan_pipe_grace
+            stderr_done = self._stderr.wait(grace)
+            if not (stderr_done or program.stderr_held_open()):
+                stderr_done = self._stderr.wait()  # it has its last bytes or EOF to read
+            if not stderr_done:
+                stderr_done = self._stderr.abandon()
+        program.kill_group()
+        writer_done = self._writer is None or not self._writer.is_alive()
+        if stderr_done and writer_done:
             # a thread still blocked on a pipe closes nothing under it: its fd could be reused
-            self.process.close_pipes()
-        self.websocket.release()
+            program.close_pipes()
 
     def silent_since(self, moment):
         """True once, if the program started before `moment`, runs, and has printed nothing."""
-        if self._quiet and self.started < moment and self.process.running:
-            self._quiet = False
-            return True
-        return False
+        return self.program.silent_since(moment)
 
     def shutdown(self):
         """End the session as if the client had left, but with 1001 (server going away)."""
-        if not self.websocket.close(CloseReason.GOING_AWAY, "server shutting down", timeout=0.2):
-            self.websocket.abort()
-        threading.Thread(target=self.process.stop, args=(self.config.closems,),
-                         daemon=True).start()
+        self.client.close_or_abort(protocol.GOING_AWAY, "server shutting down", timeout=0.2)
+        threading.Thread(target=self.program.terminate, name="session-stop", daemon=True).start()
 
     # -- the two pumps ---------------------------------------------------------------
 
-    def _pump_socket_to_stdin(self):
-        """Client messages to stdin; a binary message up to WHOLE_MESSAGE_BYTES in one write.
+    def _pump_client_to_program(self):
+        """Client messages to stdin.
 
-        A binary message sent in fragments arrives over several reads of
-        the socket. Its pieces are held until it ends, so that `cat` reads
-        it back whole and the client gets it back as one message (one read
-        of stdout is one message); a larger one is passed on every
-        WHOLE_MESSAGE_BYTES, so memory stays bounded.
+        Text arrives as it comes, a "\\n" after each message. A binary
+        message sent in fragments arrives over several reads of the socket;
+        its pieces are held until it ends, so that `cat` reads it back whole
+        and the client gets it back as one message (one read of stdout is one
+        message); a larger one is passed on every WHOLE_MESSAGE_BYTES, so
+        memory stays bounded. A program endpoint with `whole_messages` (a
+        --broadcast subscription: clients share one stdin) gets every
+        message in one write, with its `message_prefix` before each line.
         """
-        binary = self.config.binary
+        binary = self._config.binary
+        whole = self.program.whole_messages
+        prefix = self.program.message_prefix
+        line_prefix = b"\n" + prefix
         stdin_open = True
-        held, held_bytes = [], 0  # the pieces of an unfinished binary message
+        held, held_bytes = [], 0  # the pieces of an unfinished message
+        in_message = False        # the next piece continues a message
         try:
             while True:
-                fragments, still_open = self.websocket.receive()
+                fragments, still_open = self.client.receive()
                 data = []
                 for is_text, payload, ends_message in fragments:
-                    if is_text:
-                        data.append(payload)
+                    if not (is_text or binary):
                         if ends_message:
-                            data.append(b"\n")
-                    elif binary:
-                        held.append(payload)
-                        held_bytes += len(payload)
-                        if ends_message or held_bytes >= WHOLE_MESSAGE_BYTES:
-                            data += held
-                            held, held_bytes = [], 0
-                    elif ends_message:
-                        self.log.error("session", "binary message dropped: text mode "
-                                                  "(start with --binary to pass bytes)")
-                if not still_open:
+                            self.log.error("session", "binary message dropped: text mode "
+                                                      "(start with --binary to pass bytes)")
+                        continue
+                    if prefix:
+                        if not in_message:
+                            held.append(prefix)
+                        if is_text:
+                            payload = payload.replace(b"\n", line_prefix)
+                    in_message = not ends_message
+                    held.append(payload)
+                    held_bytes += len(payload)
+                    if ends_message and is_text:
+                        held.append(b"\n")
+                    if (ends_message or (is_text and not whole)
+                            or (not whole and held_bytes >= WHOLE_MESSAGE_BYTES)):
+                        data += held
+                        held, held_bytes = [], 0
+                if not still_open and not whole:
                     data += held  # what came of a message the client did not finish
                 if data and stdin_open:
-                    stdin_open = self.process.write_stdin(b"".join(data), self._wait_stdin)
+                    stdin_open = self._write(b"".join(data))
                 if not still_open:
                     break
         finally:
             self._reader_done.set()
-        # The client left (or broke the protocol): the process ends on the stop schedule.
-        self.websocket.stop_sending()
-        self.process.stop(self.config.closems)
+        # The client left (or broke the protocol): the program ends on the stop schedule.
+        self.client.stop_sending()
+        self.program.terminate()
+
+    def _write(self, data):
+        """Write to stdin; while the program does not read, the client is not read either
+        (no pongs come back then: not its fault, so the watchdog does not count it)."""
+        self.waiting_for_program = True
+        try:
+            return self.program.write_stdin(data, self._wait_stdin)
+        finally:
+            self.waiting_for_program = False
 
     def _wait_stdin(self, fd):
-        """The process is not reading: wait for it, unless the client hangs up meanwhile."""
-        self.waiting_for_process = True
-        try:
-            return oslayer.wait_pipe(fd, writable=True, sock=self.websocket.sock)
-        finally:
-            self.waiting_for_process = False
+        """The program is not reading: wait for it, unless the client hangs up meanwhile."""
+        return proctree.wait_pipe(fd, writable=True, sock=self.client.sock)
 
-    def _pump_stdout_to_socket(self):
-        """stdout to the client. In text mode the reads shrink while the program is
-        quiet (`threads.ReadSize`); in binary mode each read is a message, so all
-        of them ask for READ_BYTES."""
-        fd = self.process.stdout_fd
-        binary = self.config.binary
-        framer = framing.stdout_framer(binary, self.config.passstderr)
+    def _pump_program_to_client(self):
+        """The program's output to the client, then the close frame."""
         sending = True
-        read_size = threads.ReadSize(READ_BYTES)
-        size = READ_BYTES if binary else read_size.now
-        while True:
-            try:
-                chunk = os.read(fd, size)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            if not binary:
-                size = read_size.after(len(chunk))
-            self._quiet = False
-            out = framer.feed(chunk)
-            if out and sending:
-                sending = self.websocket.send_frames(out)
+        for frames in self.program.output():
+            if sending:
+                sending = self.client.send_frames(frames)
         self._stdout_closed.set()
-        last = framer.finish()
-        if last and sending:
-            self.websocket.send_frames(last)
-        self._end_after_stdout_closed()
+        self._end_after_output()
 
     def _on_exit(self):
-        """The process exited (from the exit watch's thread): does stdout close too?"""
+        """The program exited (from the exit watch's thread): does stdout close too?"""
         if not self._stdout_closed.is_set():
             threading.Thread(target=self._after_exit, name="session-exit", daemon=True).start()
 
     def _after_exit(self):
-        if self._stdout_closed.wait(ORPHAN_PIPE_GRACE):
+        grace = self._timings.orphan_pipe_grace
+        if self._stdout_closed.wait(grace):
             return
-        self.process.stop(self.config.closems)  # grandchildren in its group hold stdout open
-        if self._stdout_closed.wait(ORPHAN_PIPE_GRACE):
+        self.program.terminate()  # grandchildren in its group hold stdout open
+        if self._stdout_closed.wait(grace):
             return
-        if oslayer.pipe_is_held_open(self.process.stdout_fd):
+        if self.program.stdout_held_open():
             self._give_up_stdout()
 
     def _give_up_stdout(self):
@@ -201,22 +284,19 @@ class Session:
             self._gave_up_stdout = True
         self.log.error("session", "a process outside the program's process group keeps "
                                   "its stdout open: ending the session without it")
-        self._end_after_stdout_closed()
+        self._end_after_output()
 
-    def _end_after_stdout_closed(self):
-        status = self.process.stop(self.config.closems)
-        if self.config.passstderr:
+    def _end_after_output(self):
+        code, reason = self.program.close_frame()
+        if self._config.passstderr and self._stderr is not None:
             self._stderr.wait()  # its last lines go out before the close frame
-        if status == 0:
-            self.websocket.close(CloseReason.NORMAL_CLOSURE)
-        else:
-            self.websocket.close(CloseReason.INTERNAL_ERROR, oslayer.describe_exit(status))
-        if not self._reader_done.wait(CLOSE_REPLY_TIMEOUT):
-            self.websocket.abort()
+        self.client.close(code, reason)
+        if not self._reader_done.wait(self._timings.close_reply):
+            self.client.abort()
 
     def _fail(self):
-        self.websocket.abort()
-        self.process.stop(self.config.closems)
+        self.client.abort()
+        self.program.terminate()
 
     def _guarded(self, pump, role):
         try:
@@ -224,15 +304,3 @@ class Session:
         except Exception as error:  # a bug must end this session, not hang it
             self.log.error("session", f"internal error in the {role} thread: {error!r}")
             self._fail()
-
-    def _start_writer(self):
-        """Start the writer thread; the Latch it sets when it ends."""
-        done = threads.Latch()
-
-        def write():
-            try:
-                self._guarded(self._pump_stdout_to_socket, "writer")
-            finally:
-                done.set()
-        threads.start(write)
-        return done

@@ -14,6 +14,8 @@ from urllib.parse import quote
 from werkzeug.middleware.shared_data import SharedDataMiddleware
 from werkzeug.wrappers import Response
 
+from .decoding import as_wsgi, request_target
+
 
 def _not_found(environ, start_response):
     return Response("Not found\n", 404, mimetype="text/plain")(environ, start_response)
@@ -31,7 +33,7 @@ class StaticFiles:
             response = Response("Method not allowed\n", 405, mimetype="text/plain",
                                 headers=[("Allow", "GET, HEAD")])
             return response(environ, start_response)
-        path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace")
+        path = request_target(environ).path
         target = self._inside(path)
         if target is None:
             return _not_found(environ, start_response)
@@ -41,7 +43,9 @@ class StaticFiles:
             index = self._inside(path + "index.html")
             if index is None or not os.path.isfile(index):
                 return _not_found(environ, start_response)
-            environ = dict(environ, PATH_INFO=environ["PATH_INFO"] + "index.html")
+            path += "index.html"
+        # werkzeug's own PATH_INFO is wrong for a raw UTF-8 target: the file is named by ours
+        environ = dict(environ, PATH_INFO=as_wsgi(path))
         body = self.files(environ, start_response)
         if environ["REQUEST_METHOD"] == "HEAD":  # SharedDataMiddleware would send the file
             if hasattr(body, "close"):

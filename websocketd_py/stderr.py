@@ -1,23 +1,24 @@
-"""A program's stderr: each line logged (ERROR, category `stderr`), or sent as JSON.
+"""A program's stderr: each line logged (ERROR, category `stderr`), and with --passstderr sent.
 
-Most sessions only log their stderr, and most programs write none, yet a
-thread blocked on each stderr pipe costs about 29 KiB of memory per session.
-So one shared thread (`_SharedReader`, epoll or kqueue) reads the stderr of
-every session that only logs it. A thread per session (`_ThreadFollower`) is
-kept where the shared thread cannot do the job: with --passstderr, where lines
-go to the client and a send may block on a slow one, and where pipes cannot be
-polled (Windows).
+`StderrLines` is the one place where stderr bytes become log lines. An app's
+`StderrFollowers` decides who reads each pipe: one shared thread (epoll or
+kqueue) reads the stderr of every program whose lines are only logged, so an
+idle session costs no thread for it; a thread of its own reads where the
+shared one cannot do the job: with --passstderr, where lines also go to the
+client and a send may block on a slow one, and where pipes cannot be polled
+(Windows). The shared thread, where there is one, runs from the start
+(`StderrFollowers(shared=True)`) to `StderrFollowers.close()`.
 
 `follow()` returns an object with `wait(timeout)` (True once EOF was read and
-the last line handled) and `abandon()` (stop reading: after it, the session
-may close the pipe even while a stray process still holds its write end).
+the last line handled) and `abandon()` (stop reading: after it, the pipe may
+be closed even while a stray process still holds its write end).
 """
 
 import os
 import selectors
 import threading
 
-from . import framing, threads
+from . import framing
 
 READ_BYTES = 65536
 
@@ -26,18 +27,7 @@ _POLLABLE_SELECTORS = ("EpollSelector", "KqueueSelector", "DevpollSelector")
 CAN_SHARE = selectors.DefaultSelector.__name__ in _POLLABLE_SELECTORS
 
 
-def follow(fd, log, websocket=None, on_error=None):
-    """Start handling stderr `fd`: logged, or also framed to `websocket` (--passstderr).
-
-    `on_error` is called if handling fails with a bug, so the session ends
-    instead of hanging.
-    """
-    if websocket is None and CAN_SHARE:
-        return _shared_reader().follow(fd, log, on_error)
-    return _ThreadFollower(fd, log, websocket, on_error)
-
-
-class _LineLogger:
+class StderrLines:
     """stderr bytes → one log line per line; a line over 64 KiB is cut there."""
 
     def __init__(self, log):
@@ -51,16 +41,43 @@ class _LineLogger:
             self.log.error("stderr", line.decode("utf-8", "replace"))
 
 
+class StderrFollowers:
+    """Who reads the stderr pipes of one app's programs (see the module docstring)."""
+
+    def __init__(self, shared=True):
+        self._shared = _SharedReader() if shared and CAN_SHARE else None
+        self._lock = threading.Lock()
+
+    def follow(self, fd, log, client=None, on_error=None):
+        """Start handling stderr `fd`: logged, and with `client` (--passstderr) framed to it.
+
+        `on_error` is called if handling fails with a bug, so the session ends
+        instead of hanging.
+        """
+        with self._lock:
+            shared = self._shared
+        if client is None and shared is not None:
+            return shared.follow(fd, log, on_error)
+        return _ThreadFollower(fd, log, client, on_error)
+
+    def close(self):
+        """End the shared thread (the app is closing); safe to call twice."""
+        with self._lock:
+            shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.close()
+
+
 class _ThreadFollower:
     """One thread reading one stderr pipe with blocking reads."""
 
-    def __init__(self, fd, log, websocket, on_error):
+    def __init__(self, fd, log, client, on_error):
         self._fd = fd
-        self._logger = _LineLogger(log)
-        self._websocket = websocket
-        self._framer = framing.LineFramer(stream="stderr") if websocket is not None else None
+        self._lines = StderrLines(log)
+        self._client = client
+        self._framer = framing.LineFramer(stream="stderr") if client is not None else None
         self._on_error = on_error
-        self._thread = threading.Thread(target=self._run, name="session-stderr", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="stderr", daemon=True)
         self._thread.start()
 
     def wait(self, timeout=None):
@@ -81,12 +98,12 @@ class _ThreadFollower:
                 if self._framer is not None:
                     out = self._framer.feed(chunk) if chunk else self._framer.finish()
                     if out:
-                        self._websocket.send_frames(out)
-                self._logger.feed(chunk)
+                        self._client.send_frames(out)
+                self._lines.feed(chunk)
                 if not chunk:
                     return
         except Exception as error:  # a bug must end the session, not hang it
-            self._logger.log.error("session", f"internal error in the stderr thread: {error!r}")
+            self._lines.log.error("session", f"internal error in the stderr thread: {error!r}")
             if self._on_error is not None:
                 self._on_error()
         finally:
@@ -99,10 +116,10 @@ class _SharedFollower:
     def __init__(self, reader, fd, log, on_error):
         self._reader = reader
         self.fd = fd
-        self.logger = _LineLogger(log)
+        self.lines = StderrLines(log)
         self.on_error = on_error
         self.key = None               # its `selectors.SelectorKey` while watched
-        self.done = threads.Latch()
+        self.done = threading.Event()
 
     def wait(self, timeout=None):
         return self.done.wait(timeout)
@@ -118,11 +135,14 @@ class _SharedFollower:
 
 
 class _SharedReader:
-    """One thread reading the stderr pipes of many sessions as data arrives."""
+    """One thread reading the stderr pipes of many programs as data arrives."""
 
     def __init__(self):
         self._selector = selectors.DefaultSelector()
         self._lock = threading.Lock()  # a pipe is never read and forgotten at the same time
+        self._wake_read, self._wake_write = os.pipe()  # `close` writes one byte
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="stderr-reader", daemon=True)
         self._thread.start()
 
@@ -139,10 +159,24 @@ class _SharedReader:
                 self._selector.unregister(follower.fd)
         follower.finish()
 
+    def close(self):
+        self._closing = True
+        os.write(self._wake_write, b"\0")
+        self._thread.join()
+        with self._lock:
+            followers = [key.data for key in self._selector.get_map().values() if key.data]
+        for follower in followers:
+            self.forget(follower)
+        self._selector.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
     def _run(self):
-        while True:
+        while not self._closing:
             for key, _ in self._selector.select():
                 follower = key.data
+                if follower is None:  # woken by `close`
+                    continue
                 with self._lock:
                     if self._selector.get_map().get(key.fd) is not key:
                         continue  # forgotten since select() returned
@@ -159,29 +193,11 @@ class _SharedReader:
     @staticmethod
     def _handle(follower, chunk):
         try:
-            follower.logger.feed(chunk)
+            follower.lines.feed(chunk)
         except Exception as error:  # a bug must end that session, not this thread
-            follower.logger.log.error("session", f"internal error reading stderr: {error!r}")
+            follower.lines.log.error("session", f"internal error reading stderr: {error!r}")
             if follower.on_error is not None:  # it stops the process: not in this thread
-                threading.Thread(target=follower.on_error, daemon=True).start()
+                threading.Thread(target=follower.on_error, name="stderr-error",
+                                 daemon=True).start()
         if not chunk:
             follower.finish()
-
-
-_shared = None
-_shared_lock = threading.Lock()
-
-
-def start_shared_reader():
-    """Start the shared reader now rather than with the first session (where it can share)."""
-    if CAN_SHARE:
-        _shared_reader()
-
-
-def _shared_reader():
-    """The one `_SharedReader` of this process, started by the first call."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = _SharedReader()
-        return _shared

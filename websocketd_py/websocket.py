@@ -1,124 +1,129 @@
-"""One upgraded connection: simple-websocket's handshake, then frames both ways.
+"""The client's end of a session: the upgraded socket, read by one thread, written under one lock.
 
-simple-websocket performs the upgrade. Its I/O model does not fit a bridge,
-so this subclass changes what follows, each in one place:
+`upgrade()` answers the request with the 101 that `handshake.accept` built.
+simple-websocket performs the upgrade: it finds the connection's socket in
+the WSGI environ (werkzeug, gunicorn, eventlet, gevent) and calls
+`handshake()`, the one method overridden here. Then the socket is handed to a
+`WebSocketEndpoint` and the simple-websocket object is dropped, which is
+where three of its traps end: it sends from two threads without a lock, it
+accepts permessage-deflate whatever the settings, and its reader thread
+queues messages without bound. Here:
 
-- the 101 is built here, from the request werkzeug parsed and the app
-  checked (`app.check_handshake`), with wsproto's accept token: wsproto's
-  handshake parsed the request a second time and built the answer through
-  h11, 75 µs of the ~600 µs before a session's process starts (measured);
-- compression is opt-in: the handshake ignores a client's permessage-deflate
-  offer (it halves small-message throughput) unless --compress is given, then
-  negotiates it (`compression`); it adds --header/--header-ws;
-- sends are serialised: every write is one `sendall` under `_send_lock`, so the
-  reader (pongs, close replies) and the writer (data) never interleave or cut
-  frames — simple-websocket uses `sock.send` from two threads with no lock;
-- no background thread and no unbounded queue: the session's reader thread
-  calls `receive()`, which reads the socket only when the process has taken
-  the previous data, so a slow process slows the client (backpressure);
-- frames from the client go through `protocol.ClientFrameParser` (streaming,
-  bounded memory, --maxframesize checked from the frame header) instead of
-  wsproto's much slower parser; frames to the client are built by `framing`
-  and, with compression, rewritten compressed by `send_frames`; so wsproto's
-  state is dropped once the 101 is sent.
+- every send is one `sendall` under `_send_lock`, which also orders the
+  compression context and guards the close state (`protocol.Connection`);
+- the session's reader thread calls `receive()`, which reads the socket only
+  when the program has taken the previous data, so a slow program slows the
+  client (backpressure), and memory stays bounded;
+- bytes the client sent right behind its request, already in the request's
+  read buffer, are the first bytes `receive()` hands to the parser.
 
-`_send_lock` also guards the close state, which both threads read.
+`ConnectionTakenOver` is how a WSGI app says "this connection was upgraded":
+werkzeug would otherwise write a stray `HTTP/1.1 200` into the WebSocket
+stream after the app returns.
 """
 
+import select
 import socket
-import struct
 import threading
 import time
 
 import simple_websocket
-from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import generate_accept_token
 
-from . import compression, protocol, threads
-from .framing import frame
+from . import protocol
+from .readsize import ReadSize
 
 RECEIVE_BYTES = 65536
-#: WSGI environ key: the handler closes a connection once a session took it over.
+#: WSGI environ key set by websocketd-py's own request handler: once a session took the
+#: connection over, the handler reads no further request from it.
 TAKEN_OVER_ENDS_CONNECTION = "websocketd_py.taken_over_ends_connection"
 #: At the end of a session, how long the client's last bytes are waited for (see `release`).
 LINGER = 1.0
-_MAX_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
 
 
-class _NoBackgroundThread:
-    """Stands in for simple-websocket's reader thread: the session reads the socket itself."""
+class ConnectionTakenOver(ConnectionError):
+    """Raised to the WSGI server after a WebSocket session: the socket was used, write nothing.
 
-    name = "unused"
+    werkzeug treats a ConnectionError from the app as a dropped connection
+    and writes no response.
+    """
 
-    def __init__(self, target):
+
+class _Upgrade(simple_websocket.Server):
+    """simple-websocket's server side, answering with our 101 and starting no thread.
+
+    What of simple-websocket this relies on (checked with 1.0.0 and 1.1.0;
+    pyproject.toml caps it below 2): `Server.__init__` finds `self.sock` in
+    the environ and calls `handshake()`, which must set `self.connected`;
+    then it builds `thread_class(target=...)`, sets its `name` and calls
+    `start()`.
+    """
+
+    def __init__(self, environ, response):
+        self._response = response
+        super().__init__(environ, thread_class=_NoReaderThread)
+
+    def handshake(self):
+        self.sock.sendall(self._response)
+        self.connected = True
+
+
+class _NoReaderThread:
+    """What simple-websocket gets for its reader thread: the session reads the socket itself."""
+
+    name = "websocket-reader"
+
+    def __init__(self, *args, **kwargs):
         pass
 
     def start(self):
         pass
 
 
-class WebSocket(simple_websocket.Server):
-    """A server-side WebSocket on a socket werkzeug handed over."""
+def upgrade(environ, accepted, max_message_size):
+    """Send the 101 of `accepted` (a `handshake.Accepted`); the `WebSocketEndpoint`.
 
-    def __init__(self, environ, extra_headers=(), max_message_size=0, subprotocols=(),
-                 compress=False):
-        self.extra_headers = [(name.encode("latin-1"), value.encode("latin-1"))
-                              for name, value in extra_headers]
-        self._send_lock = threading.Lock()
-        self._close_sent = False
-        self._compress = compress
-        self._max_message_size = max_message_size
-        self._deflater = None         # a compression.Deflater once permessage-deflate is agreed
-        self._parser = None           # made by the handshake, with an inflater if agreed
-        self.close_code = None        # the first close code sent or received; 1006 if none
+    OSError when the client left during the handshake.
+    """
+    sock = _Upgrade(environ, accepted.response).sock
+    early = _read_ahead(environ.get("wsgi.input"), sock)
+    if environ.get(TAKEN_OVER_ENDS_CONNECTION):
+        environ["wsgi.input"].close()  # its read buffer: the socket is read directly now
+    return WebSocketEndpoint(sock, protocol.Connection(max_message_size, accepted.compression),
+                             early)
+
+
+def _read_ahead(stream, sock):
+    """What the request's read buffer holds past the headers: the client's first frames."""
+    peek = getattr(stream, "peek", None)
+    if peek is None:
+        return b""
+    sock.settimeout(0)  # peek reads the socket once if its buffer is empty: must not block
+    try:
+        return peek()
+    except (OSError, ValueError):
+        return b""
+    finally:
+        sock.settimeout(None)
+
+
+class WebSocketEndpoint:
+    """One upgraded connection: `receive()` in one thread, sends from any."""
+
+    def __init__(self, sock, connection, early=b""):
+        self.sock = sock
+        self.connection = connection
         self.last_heard = time.monotonic()
-        self._receive_size = threads.ReadSize(RECEIVE_BYTES)
-        super().__init__(environ, subprotocols=list(subprotocols), receive_bytes=RECEIVE_BYTES,
-                         thread_class=_NoBackgroundThread)
-        self.sock.settimeout(None)    # the request-header timeout does not apply any more
-        if self.sock.family in (socket.AF_INET, socket.AF_INET6):
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._early = early
+        self._send_lock = threading.Lock()
+        self._receive_size = ReadSize(RECEIVE_BYTES)
+        sock.settimeout(None)  # the request-header timeout does not apply any more
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def handshake(self):
-        """Answer the upgrade with 101, with the configured headers and compression if agreed."""
-        environ = self.environ
-        offered = [name.strip() for name in
-                   environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")]
-        self.subprotocol = next((name for name in offered if name in self.subprotocols), None)
-        key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip().encode("latin-1")
-        lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
-                 b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + generate_accept_token(key)]
-        if self.subprotocol is not None:
-            lines.append(b"Sec-WebSocket-Protocol: " + self.subprotocol.encode("latin-1"))
-        lines += [name + b": " + value for name, value in self.extra_headers]
-        inflater = None
-        agreement = self._compress and compression.negotiate(
-            environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", ""))
-        if agreement:
-            lines.append(b"Sec-WebSocket-Extensions: " + agreement.response.encode())
-            self._deflater = compression.Deflater(agreement.server_window_bits,
-                                                  agreement.server_no_context_takeover)
-            inflater = compression.Inflater(agreement.client_window_bits,
-                                            agreement.client_no_context_takeover)
-        self._parser = protocol.ClientFrameParser(self._max_message_size, inflater)
-        self.sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
-        self._drop_request_state()
-        self.connected = True
-
-    def _drop_request_state(self):
-        """Free what only the handshake needed: ~12 KiB per idle session (measured).
-
-        wsproto's connection state goes (frames are `protocol`'s and
-        `framing`'s), and simple-websocket's event for its reader thread (there
-        is none). Under websocketd-py's own server (`server.RequestHandler`),
-        which reads no further request on a taken-over connection, so does the
-        request's input stream with its 8 KiB read buffer: from now on the
-        socket is read directly. (Another server, embedding `WebSocketApp`,
-        may still read from it.)
-        """
-        self.ws = self.event = None
-        if self.environ.get(TAKEN_OVER_ENDS_CONNECTION):
-            self.environ["wsgi.input"].close()
+    @property
+    def close_code(self):
+        """The first close code sent or received; 1006 if the connection broke; None yet."""
+        return self.connection.close_code
 
     # -- reading (the session's reader thread only) --------------------------------
 
@@ -129,77 +134,78 @@ class WebSocket(simple_websocket.Server):
         ends_message). Pings are answered and a client's close frame is
         answered at once with its own code; `still_open` is False from then on,
         and also after a protocol error (answered with 1002/1007), a message
-        over the size limit (1009), or a dropped connection (1006). While the
-        parser has inflated data left (`stalled`), nothing is read: it goes on.
+        over the size limit (1009), or a dropped connection (1006).
         """
-        if self._parser.stalled:
-            data = b""
-        else:
-            try:
-                data = self.sock.recv(self._receive_size.now)
-            except OSError:
-                data = b""
-            self._receive_size.after(len(data))
-            if not data:
-                with self._send_lock:
-                    if self.close_code is None:
-                        self.close_code = CloseReason.ABNORMAL_CLOSURE
-                return [], False
-            self.last_heard = time.monotonic()
+        data = b"" if self.connection.input_pending else self._read()
+        if data is None:
+            self.connection.receive_eof()
+            return [], False
         fragments = []
-        for event in self._parser.feed(data):
+        for event in self.connection.receive_data(data):
             kind = event[0]
             if kind is protocol.DATA:
                 fragments.append(event[1:])
             elif kind is protocol.PING:
-                with self._send_lock:
-                    if not self._close_sent:  # no pongs after our close frame
-                        self._sendall(frame(protocol.OP_PONG, event[1]))
+                self._send(self.connection.pong, event[1])
             elif kind is protocol.CLOSE or kind is protocol.FAIL:
                 # A client's close is answered at once with its code, a protocol error
                 # with the code it calls for; our own close being answered needs nothing.
-                self.close(event[1], event[2])
+                self._send(self.connection.close, event[1], event[2])
                 return fragments, False
         return fragments, True
+
+    def _read(self):
+        """The next bytes from the client; None at the end of its stream."""
+        if self._early:
+            data, self._early = self._early, b""
+            return data
+        try:
+            data = self.sock.recv(self._receive_size.now)
+        except OSError:
+            return None
+        if not data:
+            return None
+        self.last_heard = time.monotonic()
+        self._receive_size.after(len(data))
+        return data
 
     # -- writing (any thread) ------------------------------------------------------
 
     def send_frames(self, frames):
-        """Send ready-made data frames; False (and nothing sent) once the connection is closing.
-
-        With compression they are compressed here, under the lock, so that
-        they reach the client in the order of the compression context.
-        """
+        """Send ready-made data frames; False (and nothing sent) once the connection is closing."""
         with self._send_lock:
-            if self._close_sent:
-                return False
-            if self._deflater is not None:
-                frames = self._deflater.compress_frames(frames)
-            return self._sendall(frames)
+            data = self.connection.data(frames)
+            return data is not None and self._sendall(data)
 
     def ping(self):
-        """Send a ping, unless a send is under way (a slow client): then skip this one."""
+        """Send a ping if it goes out at once; skipped while a send is under way or the
+        client's receive window is full (the watchdog must never block)."""
         if not self._send_lock.acquire(blocking=False):
             return
         try:
-            if not self._close_sent:
-                self._sendall(frame(protocol.OP_PING, b""))
+            if _writable_now(self.sock):
+                self._sendall(self.connection.ping())
         finally:
             self._send_lock.release()
 
-    def close(self, code=CloseReason.NORMAL_CLOSURE, reason="", timeout=None):
-        """Send our close frame unless one was sent; False if the lock was not had in time."""
-        if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
+    def close(self, code=protocol.NORMAL_CLOSURE, reason=""):
+        """Send our close frame unless one was sent (waits for a send under way)."""
+        self._send(self.connection.close, code, reason)
+
+    def close_or_abort(self, code, reason, timeout):
+        """From a thread that must not block: send our close frame if the send lock is had
+        within `timeout` and the client's window takes it at once; otherwise cut the
+        connection. True if the frame went out."""
+        if not self._send_lock.acquire(timeout=timeout):
+            self.abort()
             return False
         try:
-            if not self._close_sent:
-                self._close_sent = True
-                if self.close_code is None:
-                    self.close_code = code
-                self._sendall(frame(protocol.OP_CLOSE, _close_payload(code, reason)))
+            sent = _writable_now(self.sock) and self._sendall(self.connection.close(code, reason))
         finally:
             self._send_lock.release()
-        return True
+        if not sent:
+            self.abort()
+        return sent
 
     def abort(self):
         """Shut the TCP connection down both ways: blocked recv/sendall calls return at once."""
@@ -236,6 +242,13 @@ class WebSocket(simple_websocket.Server):
         except OSError:
             pass
 
+    def _send(self, make_bytes, *args):
+        """Send what `make_bytes(*args)` gives (a control frame, or nothing), under the lock."""
+        with self._send_lock:
+            data = make_bytes(*args)
+            if data:
+                self._sendall(data)
+
     def _sendall(self, data):
         try:
             self.sock.sendall(data)
@@ -245,9 +258,13 @@ class WebSocket(simple_websocket.Server):
         return True
 
 
-def _close_payload(code, reason):
-    """A close frame's payload: the code and at most 123 bytes of reason (1005: nothing)."""
-    if code == protocol.NO_STATUS:
-        return b""
-    reason = (reason or "").encode("utf-8")[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
-    return struct.pack("!H", code) + reason.encode("utf-8")
+def _writable_now(sock):
+    """Whether a small send to `sock` would not block (poll: descriptors past 1024 too)."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            return bool(poller.poll(0))
+        return bool(select.select([], [sock], [], 0)[1])
+    except (OSError, ValueError):
+        return False

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from websocketd_py import environment, oslayer
+from websocketd_py import environment, launching
 from websocketd_py.config import Config, UsageError
 
 from test_environment import make_request
@@ -25,7 +25,7 @@ BIN = r"C:\bin"
 def windows(*files, first_lines=None, directories=()):
     """A Windows `Platform` whose disk holds `files` (and `directories`), and PATH = C:\\bin."""
     first_lines = first_lines or {}
-    return oslayer.Platform(
+    return launching.Platform(
         is_windows=True, pathext=(".com", ".exe", ".bat", ".cmd"), path=(BIN,), cwd=CWD,
         is_file=set(files).__contains__, is_dir=set(directories).__contains__,
         read_first_line=lambda path: first_lines.get(path, b""),
@@ -65,41 +65,41 @@ def cmd_reads(command_line):
 
 
 def test_a_bare_name_gets_the_pathext_extensions_on_path():
-    assert oslayer.resolve_command("count", windows(r"C:\bin\count.exe")) == r"C:\bin\count.exe"
+    assert launching.resolve_command("count", windows(r"C:\bin\count.exe")) == r"C:\bin\count.exe"
 
 
 def test_the_working_directory_comes_before_path():
     platform = windows(r"C:\bin\count.exe", r"C:\srv\count.bat")
-    assert oslayer.resolve_command("count", platform) == r"C:\srv\count.bat"
+    assert launching.resolve_command("count", platform) == r"C:\srv\count.bat"
 
 
 def test_a_name_with_an_extension_is_found_as_given():
-    assert oslayer.resolve_command("count.py", windows(r"C:\bin\count.py")) == r"C:\bin\count.py"
+    assert launching.resolve_command("count.py", windows(r"C:\bin\count.py")) == r"C:\bin\count.py"
 
 
 def test_a_name_without_extension_prefers_pathext_then_is_taken_as_given():
-    assert oslayer.resolve_command("serve", windows(r"C:\srv\serve")) == r"C:\srv\serve"
+    assert launching.resolve_command("serve", windows(r"C:\srv\serve")) == r"C:\srv\serve"
     platform = windows(r"C:\srv\serve", r"C:\srv\serve.exe")
-    assert oslayer.resolve_command("serve", platform) == r"C:\srv\serve.exe"
+    assert launching.resolve_command("serve", platform) == r"C:\srv\serve.exe"
 
 
 def test_a_name_with_a_directory_is_looked_for_there_only():
     platform = windows(r"C:\srv\tools\run.cmd", r"C:\bin\run.exe")
-    assert oslayer.resolve_command(r".\tools\run", platform) == r"C:\srv\tools\run.cmd"
-    assert oslayer.resolve_command("tools/run", platform) == r"C:\srv\tools\run.cmd"
-    assert oslayer.resolve_command(r"D:\x\run", platform) is None
-    assert oslayer.resolve_command(r"D:\x\run.exe", windows(r"D:\x\run.exe")) == r"D:\x\run.exe"
+    assert launching.resolve_command(r".\tools\run", platform) == r"C:\srv\tools\run.cmd"
+    assert launching.resolve_command("tools/run", platform) == r"C:\srv\tools\run.cmd"
+    assert launching.resolve_command(r"D:\x\run", platform) is None
+    assert launching.resolve_command(r"D:\x\run.exe", windows(r"D:\x\run.exe")) == r"D:\x\run.exe"
 
 
 def test_what_is_missing_is_explained_the_windows_way():
     platform = windows(directories=[r"C:\srv\scripts"])
-    assert oslayer.resolve_command("nothing", platform) is None
-    assert oslayer.explain_missing_command("nothing", platform) == (
+    assert launching.resolve_command("nothing", platform) is None
+    assert launching.explain_missing_command("nothing", platform) == (
         "COMMAND nothing not found in the working directory or on PATH "
         "(also tried with .com, .exe, .bat, .cmd)")
-    assert oslayer.explain_missing_command(r".\nothing", platform) == (
+    assert launching.explain_missing_command(r".\nothing", platform) == (
         r"COMMAND .\nothing does not exist (also tried with .com, .exe, .bat, .cmd)")
-    assert "--dir=scripts" in oslayer.explain_missing_command("scripts", platform)
+    assert "--dir=scripts" in launching.explain_missing_command("scripts", platform)
 
 
 # -- launch_argv -----------------------------------------------------------------------
@@ -107,18 +107,18 @@ def test_what_is_missing_is_explained_the_windows_way():
 
 def test_posix_starts_argv_as_it_is():
     posix = dataclasses.replace(windows(), is_windows=False)
-    assert oslayer.launch_argv(("/srv/run.bat", "a&b"), posix) == ["/srv/run.bat", "a&b"]
-    assert oslayer.launch_argv(["/bin/echo", "hi"]) == ["/bin/echo", "hi"]  # this machine
+    assert launching.launch_argv(("/srv/run.bat", "a&b"), posix) == ["/srv/run.bat", "a&b"]
+    assert launching.launch_argv(["/bin/echo", "hi"]) == ["/bin/echo", "hi"]  # this machine
 
 
 @pytest.mark.parametrize("program", [r"C:\bin\count.exe", r"C:\bin\OLD.COM"])
 def test_exe_and_com_files_run_as_they_are(program):
-    assert oslayer.launch_argv([program, "3"], windows()) == [program, "3"]
+    assert launching.launch_argv([program, "3"], windows()) == [program, "3"]
 
 
 def test_py_files_run_with_the_servers_python_whatever_their_first_line():
     platform = windows(first_lines={r"C:\srv\count.py": b"#!/usr/bin/env ruby\n"})
-    assert oslayer.launch_argv([r"C:\srv\count.py", "3", "0.1"], platform) == [
+    assert launching.launch_argv([r"C:\srv\count.py", "3", "0.1"], platform) == [
         PYTHON, r"C:\srv\count.py", "3", "0.1"]
 
 
@@ -138,27 +138,27 @@ def test_a_hash_bang_line_names_the_interpreter_found_on_path(first_line, interp
     platform = windows(*(rf"C:\bin\{name}.exe" for name in ("node", "perl", "ruby", "sh",
                                                               "bash", "php")),
                        first_lines={script: first_line})
-    assert oslayer.launch_argv([script, "3"], platform) == [*interpreter, script, "3"]
+    assert launching.launch_argv([script, "3"], platform) == [*interpreter, script, "3"]
 
 
 def test_a_hash_bang_interpreter_missing_from_path_is_refused():
     platform = windows(first_lines={r"C:\srv\count.rb": b"#!/usr/bin/env ruby\n"})
-    with pytest.raises(oslayer.LaunchError, match="names ruby, which is not found"):
-        oslayer.launch_argv([r"C:\srv\count.rb"], platform)
+    with pytest.raises(launching.LaunchError, match="names ruby, which is not found"):
+        launching.launch_argv([r"C:\srv\count.rb"], platform)
 
 
 def test_a_hash_bang_interpreter_outside_the_list_is_refused():
     platform = windows(r"C:\bin\awk.exe", first_lines={r"C:\srv\sum": b"#!/usr/bin/awk -f\n"})
-    with pytest.raises(oslayer.LaunchError, match=r"names awk.*websocketd-py awk C:\\srv\\sum"):
-        oslayer.launch_argv([r"C:\srv\sum"], platform)
+    with pytest.raises(launching.LaunchError, match=r"names awk.*websocketd-py awk C:\\srv\\sum"):
+        launching.launch_argv([r"C:\srv\sum"], platform)
 
 
 @pytest.mark.parametrize("first_line", [b"", b"puts 1\n", b"\xef\xbb\xbf#!/usr/bin/ruby\n",
                                         b"#!\n"])
 def test_a_file_with_no_way_to_run_it_is_refused(first_line):
     platform = windows(r"C:\bin\ruby.exe", first_lines={r"C:\srv\count.rb": first_line})
-    with pytest.raises(oslayer.LaunchError, match="no #! line"):
-        oslayer.launch_argv([r"C:\srv\count.rb"], platform)
+    with pytest.raises(launching.LaunchError, match="no #! line"):
+        launching.launch_argv([r"C:\srv\count.rb"], platform)
 
 
 # -- .bat and .cmd through cmd.exe -----------------------------------------------------
@@ -170,20 +170,20 @@ BATCH_ARGS = ["plain", "two words", "", "a&b", "x|y", "<in>", "out>", "^caret", 
 
 @pytest.mark.parametrize("script", [r"C:\srv\run.bat", r"C:\my scripts & more\RUN.CMD"])
 def test_a_batch_file_gets_every_argument_as_given(script):
-    line = oslayer.launch_argv([script, *BATCH_ARGS], windows())
+    line = launching.launch_argv([script, *BATCH_ARGS], windows())
     assert isinstance(line, str)  # a command line for CreateProcess, not a list to re-quote
     assert cmd_reads(line) == [script, *BATCH_ARGS]
 
 
 @pytest.mark.parametrize("arg", ["50%", "%PATH%", 'say "hi"', "line\nbreak", "cr\r", "nul\0"])
 def test_a_batch_argument_cmd_would_interpret_is_refused(arg):
-    with pytest.raises(oslayer.LaunchError, match="cannot pass .* to the batch file"):
-        oslayer.launch_argv([r"C:\srv\run.bat", "fine", arg], windows())
+    with pytest.raises(launching.LaunchError, match="cannot pass .* to the batch file"):
+        launching.launch_argv([r"C:\srv\run.bat", "fine", arg], windows())
 
 
 def test_a_batch_file_whose_path_cmd_would_expand_is_refused():
-    with pytest.raises(oslayer.LaunchError, match="cmd.exe would interpret '%'"):
-        oslayer.launch_argv([r"C:\srv\100%\run.cmd"], windows())
+    with pytest.raises(launching.LaunchError, match="cmd.exe would interpret '%'"):
+        launching.launch_argv([r"C:\srv\100%\run.cmd"], windows())
 
 
 def test_the_model_of_cmd_catches_an_unquoted_operator():
@@ -198,7 +198,7 @@ def test_the_model_of_cmd_catches_an_unquoted_operator():
 
 def test_startup_refuses_a_command_windows_cannot_start(monkeypatch):
     platform = windows(r"C:\srv\run.bat", r"C:\srv\count.rb")
-    monkeypatch.setattr(oslayer, "current_platform", lambda: platform)
+    monkeypatch.setattr(launching, "current_platform", lambda: platform)
     assert Config(command=("run.bat", "ok")).validate().command == (r"C:\srv\run.bat", "ok")
     with pytest.raises(UsageError, match="cannot pass '%TEMP%'"):
         Config(command=("run.bat", "%TEMP%")).validate()
@@ -208,24 +208,24 @@ def test_startup_refuses_a_command_windows_cannot_start(monkeypatch):
         Config(command=("missing",)).validate()
 
 
-def oslayer_imported_on_windows(monkeypatch):
-    """A fresh copy of oslayer, imported with sys.platform saying win32."""
+def launching_imported_on_windows(monkeypatch):
+    """A fresh copy of launching, imported with sys.platform saying win32."""
     monkeypatch.setattr(sys, "platform", "win32")
-    spec = importlib.util.spec_from_file_location("oslayer_on_windows", oslayer.__file__)
+    spec = importlib.util.spec_from_file_location("launching_on_windows", launching.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_importing_on_windows_runs_no_posix_only_call(monkeypatch):
-    module = oslayer_imported_on_windows(monkeypatch)
+    module = launching_imported_on_windows(monkeypatch)
     assert module.IS_WINDOWS and module.current_platform().is_windows
     assert {"PATH", "PATHEXT", "SYSTEMROOT", "COMSPEC"} <= set(module.DEFAULT_PASSENV)
 
 
 def test_python_children_on_windows_write_utf8_unless_passenv_says_otherwise(monkeypatch):
-    monkeypatch.setattr(oslayer, "CHILD_ENVIRONMENT",
-                        oslayer_imported_on_windows(monkeypatch).CHILD_ENVIRONMENT)
+    monkeypatch.setattr(launching, "CHILD_ENVIRONMENT",
+                        launching_imported_on_windows(monkeypatch).CHILD_ENVIRONMENT)
     assert environment.build(make_request(), (), {})["PYTHONIOENCODING"] == "utf-8"
     passed = environment.build(make_request(), ("PYTHONIOENCODING",),
                                {"PYTHONIOENCODING": "cp1252"})

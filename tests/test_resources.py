@@ -1,0 +1,70 @@
+"""A session whose threads cannot start: nothing left running, one log line, no HTTP in the stream.
+
+The server runs under an address-space limit (RLIMIT_AS, set on the running
+server with prlimit) that leaves room for the request's thread but not for
+the session's writer thread: the program has started by then, and must be
+ended, its slot given back, and the client told with a close frame.
+"""
+
+import base64
+import json
+import resource
+import socket
+import sys
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, prlimit")
+
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+MIB = 1024 * 1024
+
+
+def vm_size(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmSize")
+
+
+def upgrade(port):
+    """A raw upgrade; everything the server sent until it closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     f"Sec-WebSocket-Key: {KEY}\r\n\r\n".encode())
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+
+
+def status(srv):
+    with urllib.request.urlopen(srv.url("/_status", "http"), timeout=10) as reply:
+        return json.load(reply)
+
+
+def test_a_session_whose_writer_thread_cannot_start_ends_its_program(server):
+    srv = server("--status-path=/_status", "cat")
+    srv.wait_log("Starting WebSocket server")
+    pid = srv.proc.pid
+    old = resource.prlimit(pid, resource.RLIMIT_AS)
+    # room for the request's thread stack (8 MiB) and a little more, not for a second one
+    resource.prlimit(pid, resource.RLIMIT_AS, (vm_size(pid) + 12 * MIB, old[1]))
+    try:
+        received = upgrade(srv.port)
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_AS, old)
+    head, _, stream = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert b"HTTP/1.1" not in stream  # no error page in the WebSocket stream
+    assert stream[:2] == b"\x88\x19" and stream[2:4] == (1011).to_bytes(2, "big"), stream
+    srv.wait_log(r"cannot run the session: can't start new thread")
+    srv.wait_log(r"exit:'[^']+' close:'1011' \| DISCONNECT")
+    assert srv.session_pids() == []
+    report = status(srv)
+    assert (report["forks_in_use"], report["session_count"]) == (0, 0)

@@ -1,0 +1,152 @@
+"""Process trees: signals to a program's whole group, waiting for exits, and pipe waits.
+
+POSIX: the program gets its own session and process group
+(`launching.child_process_options`), so SIGINT, SIGTERM and SIGKILL reach a
+shell pipeline's children too. Windows: its own process group, so
+CTRL_BREAK_EVENT reaches it, and `taskkill /T` ends the tree.
+"""
+
+import os
+import select
+import signal
+import subprocess
+import sys
+
+from .launching import IS_WINDOWS
+
+CAN_WATCH_HANGUP = hasattr(select, "poll") and hasattr(select, "POLLRDHUP")
+
+
+def prepare_stdin(fd):
+    """Make the child's stdin non-blocking where `wait_writable_or_hangup` can watch it."""
+    if CAN_WATCH_HANGUP:
+        os.set_blocking(fd, False)
+
+
+def wait_pipe(fd, writable, sock=None):
+    """Block until pipe `fd` can be written (`writable`) or read: True; or until the
+    peer of `sock`, if given, has hung up: False (checked first).
+
+    Only where CAN_WATCH_HANGUP. A process that stops reading stdin blocks the
+    session's reader, which then reads no more from the client; without this,
+    a client that leaves in that state would go unnoticed until the process exits.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if writable else select.POLLIN)
+    if sock is not None:
+        poller.register(sock, select.POLLRDHUP)
+    while True:
+        events = dict(poller.poll())
+        if sock is not None and events.get(sock.fileno(), 0) & (
+                select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+            return False
+        if fd in events:
+            return True
+
+
+def wait_exit(popen, timeout):
+    """Wait until `popen` has exited, and reap it: True; False after `timeout` seconds.
+
+    Linux: a pidfd wakes the caller at the exit (Popen.wait with a timeout
+    polls with growing sleeps, which would add milliseconds to every session's
+    end). Elsewhere, or without a free descriptor, Popen.wait.
+    """
+    if popen.returncode is None and hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(popen.pid)
+        except OSError:   # reaped meanwhile, out of descriptors, or an old kernel
+            pidfd = None
+        if pidfd is not None:
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                if not poller.poll(max(timeout, 0) * 1000):
+                    return False
+            finally:
+                os.close(pidfd)
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def some_child_exited():
+    """Whether some child of this process has exited and awaits reaping (one cheap call).
+
+    True where that cannot be asked without reaping (Windows, macOS): callers check each child.
+    """
+    if not hasattr(os, "waitid") or not hasattr(os, "WNOWAIT") or sys.platform == "darwin":
+        return True
+    try:
+        return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # no children at all
+        return False
+
+
+def pipe_is_held_open(fd):
+    """True when pipe `fd` has nothing to read and no EOF: some process still has its
+    write end. (Windows cannot poll pipes: False, so callers keep waiting.)"""
+    if IS_WINDOWS or not hasattr(select, "poll"):
+        return False
+    poller = select.poll()  # not select(): session fds go far past 1024
+    poller.register(fd, select.POLLIN)
+    return not poller.poll(0)
+
+
+def interrupt(process):
+    """The polite first signal: SIGINT to the group, or CTRL_BREAK_EVENT on Windows."""
+    if IS_WINDOWS:
+        _ignore_gone(os.kill, process.pid, signal.CTRL_BREAK_EVENT)
+    else:
+        _ignore_gone(os.killpg, process.pid, signal.SIGINT)
+
+
+def terminate(process):
+    """The firm second signal: SIGTERM to the group (Windows: end the tree)."""
+    if IS_WINDOWS:
+        _kill_windows_tree(process)
+    else:
+        _ignore_gone(os.killpg, process.pid, signal.SIGTERM)
+
+
+def kill(process):
+    """The last resort: SIGKILL to the group (Windows: end the tree)."""
+    if IS_WINDOWS:
+        _kill_windows_tree(process)
+    else:
+        _ignore_gone(os.killpg, process.pid, signal.SIGKILL)
+
+
+def group_alive(process):
+    """True while the child, or anything left in its process group, still runs."""
+    if process.poll() is None:
+        return True
+    if IS_WINDOWS:
+        return False
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def describe_exit(returncode):
+    """websocketd-style words for an exit status: `exit status 3`, `killed by signal 9`."""
+    if returncode is not None and returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def _kill_windows_tree(process):
+    subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def _ignore_gone(call, *args):
+    try:
+        call(*args)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass  # the process (group) is gone already

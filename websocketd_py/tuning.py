@@ -1,0 +1,165 @@
+"""Process-wide tuning that only the command line applies, each undone when serving ends.
+
+The open-file limit (as Go raises it), the server's threads on one CPU, one
+malloc arena for all threads, and the shutdown signal handlers: each
+changes the whole process, so a library call (`api.serve`, `WebSocketApp`)
+must not make it behind its caller's back.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+
+from .launching import IS_MACOS, IS_WINDOWS
+
+def raise_open_file_limit():
+    """Raise the soft open-file limit to the hard one, as Go does, so thousands of sessions fit."""
+    if IS_WINDOWS:
+        return
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if IS_MACOS and hard == resource.RLIM_INFINITY:
+        hard = 10240  # macOS refuses more than OPEN_MAX for the soft limit
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+#: Set by `server_threads_on_one_cpu` while the server runs: the CPUs the server was
+#: given (its children run on all of them) and the one its own threads keep to.
+_every_cpu = None
+_server_cpu = None
+
+
+@contextlib.contextmanager
+def server_threads_on_one_cpu():
+    """Linux: while the server runs, its threads keep to one CPU, the one it runs on now.
+
+    The threads take turns holding the GIL. Spread over several CPUs, every
+    hand-over wakes a thread on another CPU, which often finds the GIL taken
+    again by then and goes back to sleep (the convoy D. Beazley measured in
+    "Understanding the Python GIL", 2010). Measured with 50 connections
+    echoing: 3.6 context switches per message; on one CPU a woken thread waits
+    its turn, 0.7 switches per message and twice the messages per second
+    (docs/performance.md). Python code runs on one CPU at a time anyway. The
+    programs the server starts get every CPU (`every_cpu`). Threads inherit
+    the setting from the thread that starts them, so this is entered before
+    the server starts any; at the end the calling thread gets its CPUs back
+    (`api.serve` returns to the embedding program). Elsewhere, or with one
+    CPU, nothing changes.
+    """
+    global _every_cpu, _server_cpu
+    chosen = _keep_to_one_cpu()
+    if chosen is None:
+        yield
+        return
+    _every_cpu, _server_cpu = chosen
+    try:
+        yield
+    finally:
+        _every_cpu = _server_cpu = None
+        _set_cpus(chosen[0])
+
+
+def _keep_to_one_cpu():
+    """Put the calling thread on one CPU: (every CPU it had, {that CPU}), or None."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        cpus = os.sched_getaffinity(0)
+        if len(cpus) < 2:
+            return None
+        cpu = _current_cpu()
+        if cpu not in cpus:
+            cpu = max(cpus)
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        return None
+    return cpus, {cpu}
+
+
+def _current_cpu():
+    """The CPU this thread last ran on, or None.
+
+    The scheduler starts a new program on the least busy CPU it finds, so
+    servers started one after the other do not all keep to the same one.
+    """
+    try:
+        with open("/proc/thread-self/stat", "rb") as stat:
+            return cpu_in_stat(stat.read())
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cpu_in_stat(stat):
+    """Field 39 ("processor") of a /proc/.../stat line. The name in field 2 is in
+    parentheses and may hold spaces and parentheses itself: fields are counted
+    from the last ")"."""
+    fields_after_name = stat.rsplit(b")", 1)[1].split()
+    return int(fields_after_name[39 - 3])
+
+
+@contextlib.contextmanager
+def every_cpu():
+    """Around starting a child process: the calling thread may use every CPU meanwhile.
+
+    A child inherits the CPUs of the thread that starts it, from its first
+    instruction on: started from a thread kept to one CPU
+    (`server_threads_on_one_cpu`), its exec and start-up would queue behind
+    the server's threads (measured: churn-16 lost 29% of its sessions per
+    second when the children's CPUs were widened only once they had started).
+    """
+    every, one = _every_cpu, _server_cpu
+    if every is None:
+        yield
+        return
+    _set_cpus(every)
+    try:
+        yield
+    finally:
+        _set_cpus(one)
+
+
+def _set_cpus(cpus):
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError:  # e.g. a CPU taken away meanwhile: the thread runs where it can
+        pass
+
+
+def use_one_malloc_arena():
+    """glibc only: one malloc arena for all threads (M_ARENA_MAX), before any thread starts.
+
+    glibc gives threads up to 8 arenas per core; each session's thread then
+    leaves freed memory in whichever arena it used, and RSS per idle session
+    grows with the session count (measured: 102 KiB per session at 1,000
+    sessions, 86 KiB with one arena). Python allocates under the GIL, so the
+    threads hardly contend for the one arena (zlib and OpenSSL, with
+    --compress and --ssl, allocate without it; echo was unchanged in an
+    A/B run). A limit set by the user (MALLOC_ARENA_MAX, or arena_max in
+    GLIBC_TUNABLES) is left as it is.
+    """
+    if (not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ
+            or "arena_max" in os.environ.get("GLIBC_TUNABLES", "")):
+        return
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):  # no ctypes, or not glibc (musl)
+        return
+    mallopt(_M_ARENA_MAX, 1)
+
+
+_M_ARENA_MAX = -8  # from glibc's malloc.h
+
+
+def install_shutdown_handlers(callback):
+    """Call `callback(signal_name)` on Ctrl-C, SIGTERM, SIGHUP, or (Windows) Ctrl-Break / console close."""
+    names = ["SIGINT", "SIGTERM", "SIGBREAK"] if IS_WINDOWS else ["SIGINT", "SIGTERM", "SIGHUP"]
+    for name in names:
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, lambda number, frame, name=name: callback(name))
