@@ -88,7 +88,7 @@ def test_importing_the_package_imports_no_server_code():
 # -- serve() -------------------------------------------------------------------------------
 
 
-def test_serve_runs_the_server_with_command_line_options_until_sigterm(python_program):
+def test_serve_runs_the_server_with_command_line_options_until_ctrl_c(python_program):
     program = python_program("-c", serve_code(
         "['cat']", "port=0", "address='127.0.0.1'", "subprotocol=['chat', 'json']",
         "status_path='/_status'"))
@@ -97,8 +97,24 @@ def test_serve_runs_the_server_with_command_line_options_until_sigterm(python_pr
         ws.send("hello")
         assert ws.recv(timeout=10) == "hello"
         assert json.loads(request(program.port, "GET", "/_status")[2])["session_count"] == 1
+        assert program.stop(signal.SIGINT) == 0
+        assert receive_all(ws)[1] == 1001
+
+
+def test_make_server_stops_when_the_embedding_program_asks(python_program):
+    """serve() installs no signal handler: a program that wants SIGTERM to stop the server
+    says so, through `request_stop` (safe in a signal handler) or `shutdown()`."""
+    code = ("import signal, sys, websocketd_py\n"
+            "server = websocketd_py.make_server('cat', port=0, address='127.0.0.1')\n"
+            "signal.signal(signal.SIGTERM, lambda *_: server.request_stop('SIGTERM received'))\n"
+            "server.serve_forever()\n")
+    program = python_program("-c", code)
+    with connect(program.url(), open_timeout=10) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
         assert program.stop(signal.SIGTERM) == 0
         assert receive_all(ws)[1] == 1001
+    program.wait_log(r"SIGTERM received: shutting down")
 
 
 def test_serve_stops_on_ctrl_c(python_program):
@@ -122,23 +138,52 @@ def test_serve_returns_1_when_the_port_is_taken(python_program):
     assert f"cannot listen on 127.0.0.1:{port}" in program.log_text()
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
-                    reason="Linux with two CPUs or more")
-def test_serve_gives_the_calling_thread_its_cpus_and_switch_interval_back_when_it_returns():
-    """While serving, the server's threads keep to one CPU (`tuning.server_threads_on_one_cpu`)
-    with a long GIL switch interval; the program that called serve() gets both back."""
-    with socket.socket() as taken:  # serve() returns 1 at once: the port is taken
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        code = ("import os, sys, websocketd_py\n"
-                "given, interval = os.sched_getaffinity(0), sys.getswitchinterval()\n"
-                f"status = websocketd_py.serve('cat', port={taken.getsockname()[1]}, "
-                "address='127.0.0.1')\n"
-                "print(status, os.sched_getaffinity(0) == given, "
-                "sys.getswitchinterval() == interval)\n")
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                timeout=30, check=True)
-    assert result.stdout.split() == ["1", "True", "True"]
+#: Serves one session in the main thread until a KeyboardInterrupt (Ctrl-C) sent by the
+#: client's thread; prints what serving could have changed: before, while serving, after.
+_WHAT_SERVE_CHANGES = """
+import _thread, json, os, signal, sys, threading, websocketd_py
+from websockets.sync.client import connect
+
+def state():
+    tasks = sorted(os.listdir("/proc/self/task"))
+    return {"handlers": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM,
+                                                              signal.SIGHUP)],
+            "interval": sys.getswitchinterval(), "threads": len(threading.enumerate()),
+            "cpus": sorted({tuple(sorted(os.sched_getaffinity(int(t)))) for t in tasks})}
+
+before = state()
+server = websocketd_py.make_server("cat", port=0, address="127.0.0.1")
+port = server.listeners[0].port
+seen = {}
+
+def client():
+    with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+        seen["while"] = state()
+    _thread.interrupt_main()
+
+visitor = threading.Thread(target=client)
+visitor.start()
+server.serve_forever()  # until the KeyboardInterrupt
+visitor.join()
+print(json.dumps({"before": before, "while": seen["while"], "after": state()}))
+"""
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="/proc/self/task and sched_getaffinity")
+def test_serving_from_python_changes_nothing_process_wide():
+    """No signal handler, no switch interval, no CPU affinity while serving or after; and
+    after serve_forever() returns, the threads are those of before."""
+    result = subprocess.run([sys.executable, "-c", _WHAT_SERVE_CHANGES], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    before = seen["before"]
+    for moment in ("while", "after"):
+        for key in ("handlers", "interval", "cpus"):
+            assert seen[moment][key] == before[key], (moment, key)
+    assert seen["after"]["threads"] == before["threads"]
 
 
 # -- WebSocketApp --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 import websocketd_py
 from websocketd_py import cli, launching
-from websocketd_py.config import Config, UsageError
+from websocketd_py.config import Config, UsageError, build_config
 
 from conftest import leftover_processes, wait_for_no_leftovers
 
@@ -132,7 +132,7 @@ def test_address_and_headers_are_repeatable_and_brackets_stripped():
         "--header-ws", "X-W: w", "--header-http=X-H: h", "--header-http=X-I:",
         "echo")
     assert values["address"] == ["127.0.0.1", "[::1]", "localhost"]
-    config = cli.build_config(values, command)
+    config = build_config(values, command)
     assert config.addresses == ("127.0.0.1", "::1", "localhost")
     assert config.headers == (("X-A", "1"), ("X-B", "2"))
     assert config.headers_ws == (("X-W", "w"),)
@@ -141,26 +141,26 @@ def test_address_and_headers_are_repeatable_and_brackets_stripped():
 
 
 def test_passenv_is_split_on_commas_and_blanks_dropped():
-    config = cli.build_config(*parse("--passenv=HOME, LANG,,TZ ,", "echo"))
+    config = build_config(*parse("--passenv=HOME, LANG,,TZ ,", "echo"))
     assert config.passenv == ("HOME", "LANG", "TZ")
-    assert cli.build_config(*parse("--passenv=", "echo")).passenv == ()
+    assert build_config(*parse("--passenv=", "echo")).passenv == ()
 
 
 def test_passenv_default_is_the_platform_essentials():
-    config = cli.build_config(*parse("echo"))
+    config = build_config(*parse("echo"))
     assert config.passenv == launching.DEFAULT_PASSENV
     if sys.platform.startswith("linux"):
         assert config.passenv == ("PATH", "LD_LIBRARY_PATH")
 
 
 def test_origin_is_a_comma_separated_list():
-    config = cli.build_config(*parse(
+    config = build_config(*parse(
         "--origin=http://a.example, b.example:8080 ,,https://c.example:443", "echo"))
     assert config.origins == ("http://a.example", "b.example:8080", "https://c.example:443")
 
 
 def test_defaults_match_websocketd():
-    config = cli.build_config(*parse("echo"))
+    config = build_config(*parse("echo"))
     assert config == Config(command=("echo",), explicit=frozenset())
     assert config.listen_port == 80
     assert (config.maxforks, config.maxframesize, config.closems, config.pingms) == \
@@ -170,16 +170,16 @@ def test_defaults_match_websocketd():
 
 
 def test_valid_edge_values_are_accepted():
-    config = cli.build_config(*parse("--port=0", "--maxforks=-1", "--maxframesize=0",
+    config = build_config(*parse("--port=0", "--maxforks=-1", "--maxframesize=0",
                                      "--closems=0", "--loglevel=none", "echo"))
     assert (config.port, config.maxforks, config.maxframesize, config.loglevel) == \
         (0, -1, 0, "none")
-    assert cli.build_config(*parse("--port=65535", "echo")).port == 65535
+    assert build_config(*parse("--port=65535", "echo")).port == 65535
 
 
 @pytest.mark.parametrize("level", ["debug", "trace", "access", "info", "error", "fatal", "none"])
 def test_every_loglevel_is_accepted(level):
-    assert cli.build_config(*parse(f"--loglevel={level}", "echo")).loglevel == level
+    assert build_config(*parse(f"--loglevel={level}", "echo")).loglevel == level
 
 
 @pytest.mark.parametrize("argv", [["-h"], ["--h"], ["-help"], ["--help"], ["--help=true"]])
@@ -485,7 +485,7 @@ from websocketd_py import cli, tuning
 original = tuning.install_shutdown_handlers
 def slow(callback):
     time.sleep(0.5)
-    original(callback)
+    return original(callback)
 tuning.install_shutdown_handlers = slow
 sys.argv[0] = "websocketd-py"
 cli.main()

@@ -3,6 +3,9 @@
     import websocketd_py
     websocketd_py.serve(["./count.sh"], port=8080)        # = websocketd-py --port=8080 ./count.sh
 
+    server = websocketd_py.make_server(["./count.sh"], port=8080)
+    threading.Thread(target=server.serve_forever).start()  # ...; server.shutdown()
+
     counter = websocketd_py.WebSocketApp(["./count.sh"], maxforks=10)
     app = DispatcherMiddleware(site, {"/count": counter})   # ws://host/count runs count.sh
 
@@ -12,17 +15,17 @@ to a shell). Options are the command-line flags, with `_` for `-`
 integers for numbers, a string or a list of strings for repeatable flags and
 for `passenv` and `origin`, and `broadcast=True` or `broadcast="eager"`. They
 go through the same parsing and checks as the command line
-(`cli.build_config`, `Config.validate`), then the same
-`server.build_app` and `server.run`: a bad value raises ValueError with the
+(`config.build_config`, `Config.validate`), then the same
+`server.make_server` (or `server.build_app`): a bad value raises ValueError with the
 command line's message, an unknown option TypeError.
 """
 
 import os
 
-from . import cli
-from .config import UsageError
+from . import server
+from .config import FLAGS, UsageError, build_config
 from .log import Log
-from .server import build_app, run, shutdown
+from .server import build_app
 
 #: Flags that are no options: they print something and exit.
 _NOT_OPTIONS = frozenset(("help", "version", "license"))
@@ -34,19 +37,29 @@ _COMMA_LISTS = frozenset(("passenv", "origin"))
 
 
 def serve(command, port=None, address=None, **options):
-    """Serve COMMAND like `websocketd-py`; block until Ctrl-C or SIGTERM and end every session.
+    """Serve COMMAND like `websocketd-py`; block until Ctrl-C (KeyboardInterrupt) or the
+    server's `shutdown()`, then end every session.
 
     `port` and `address` are --port (default 80) and --address (a string or a
-    list). Call it from the main thread: it installs the signal handlers.
-    Returns the exit status the command line would have: 0 after a clean
-    stop, 1 when a listener could not be opened (the reason is on stderr).
-    On Linux the calling thread, and the threads the server starts, keep to
-    one CPU while it serves; the calling thread gets its CPUs back when it
-    returns (see `tuning.server_threads_on_one_cpu`).
+    list). Returns the exit status the command line would have: 0 after a
+    clean stop, 1 when a listener could not be opened (the reason is on
+    stderr). It changes nothing process-wide: no signal handlers, no CPU
+    affinity; the command line alone does that.
     """
+    return server.serve(_server_config(command, port, address, options))
+
+
+def make_server(command, port=None, address=None, **options):
+    """A server for COMMAND with its listeners open, as werkzeug's `make_server` gives one:
+    `serve_forever()`, `shutdown()` (from another thread), `startup_lines()`.
+    Raises `server.ListenError` when a listener cannot be opened."""
+    return server.make_server(_server_config(command, port, address, options))
+
+
+def _server_config(command, port, address, options):
     listen = {name: value for name, value in (("port", port), ("address", address))
               if value is not None}
-    return run(_config(command, {**options, **listen}, _NOT_OPTIONS))
+    return _config(command, {**options, **listen}, _NOT_OPTIONS)
 
 
 class WebSocketApp:
@@ -74,8 +87,9 @@ class WebSocketApp:
         return self.app(environ, start_response)
 
     def close(self):
-        """End every session as a server shutdown does (1001, stop schedule); refuse new ones."""
-        shutdown(self.app, [], self.log)
+        """End every session as a server shutdown does (1001, stop schedule), refuse new
+        ones, and end the threads the app started."""
+        self.app.shutdown()
 
 
 def _headers_from(environ):
@@ -89,11 +103,11 @@ def _config(command, options, excluded):
     values = {}
     for option, value in options.items():
         name = option.replace("_", "-")
-        if name not in cli.FLAGS or name in excluded:
+        if name not in FLAGS or name in excluded:
             raise TypeError(f"unexpected option {option!r}")
-        values[name] = _flag_value(option, name, cli.FLAGS[name][0], value)
+        values[name] = _flag_value(option, name, FLAGS[name][0], value)
     try:
-        return cli.build_config(values, _argv(command)).validate()
+        return build_config(values, _argv(command)).validate()
     except UsageError as error:
         raise ValueError(str(error)) from None
 

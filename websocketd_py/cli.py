@@ -7,75 +7,12 @@ an option (or after `--`): it and everything after it are COMMAND and its
 argv, untouched.
 """
 
+import os
 import sys
 
-from . import WEBSOCKETD_COMPAT_VERSION, __version__, launching
-from .config import Config, UsageError
-from .log import LEVELS
+from . import WEBSOCKETD_COMPAT_VERSION, __version__, tuning
+from .config import FALSE, FLAGS, TRUE, UsageError, build_config
 
-# name: (kind, help). kind is "bool", "int", "str", "list" (repeatable) or "optional"
-# (a value only after "=": `--broadcast` alone means "true").
-FLAGS = {
-    "port": ("int", "HTTP port to listen on (default 80, or 443 with --ssl; 0 = any free port)"),
-    "address": ("list", "Interface to bind to, e.g. 127.0.0.1 or [::1] (repeatable; default: all)"),
-    "unixsocket": ("str", "Also listen on this Unix socket path"),
-    "ssl": ("bool", "Use TLS on the listening sockets (needs --sslcert and --sslkey)"),
-    "sslcert": ("str", "Certificate PEM file for --ssl"),
-    "sslkey": ("str", "Private key PEM file for --ssl"),
-    "sslca": ("str", "Require client certificates signed by this CA (PEM file)"),
-    "redirport": ("int", "Also listen on this port and redirect plain HTTP to the --ssl port"),
-    "maxforks": ("int", "Most processes running at once; over it upgrades get 429 "
-                        "(default 1024; 0 or negative = unlimited)"),
-    "maxframesize": ("int", "Largest message accepted from a client, in bytes; larger ones "
-                            "close the connection with 1009 (default 1048576; 0 = no limit)"),
-    "closems": ("int", "Extra time in ms a process gets to exit after its client left, "
-                       "before SIGINT (then SIGTERM, SIGKILL) (default 0)"),
-    "pingms": ("int", "Ping clients every N ms; close those that do not answer for 2N ms "
-                      "(default 0 = off)"),
-    "binary": ("bool", "Binary mode: pass raw bytes both ways instead of lines"),
-    "passstderr": ("bool", "Send stderr lines to the client too, every line as JSON "
-                           '{"stream":"stdout"|"stderr","data":"..."}'),
-    "passenv": ("str", "Comma-separated environment variables passed to the process "
-                       f"(default {','.join(launching.DEFAULT_PASSENV)})"),
-    "reverselookup": ("bool", "Look up REMOTE_HOST with reverse DNS"),
-    "dir": ("str", "Serve every executable in this directory as an endpoint named by its path"),
-    "staticdir": ("str", "Serve static files from this directory over plain HTTP"),
-    "cgidir": ("str", "Serve CGI scripts from this directory over plain HTTP"),
-    "devconsole": ("bool", "Answer plain HTTP requests to an endpoint with an interactive "
-                           "test page (not with --staticdir or --cgidir)"),
-    "header": ("list", "Header added to every response, \"Name: value\" (repeatable)"),
-    "header-ws": ("list", "Header added to WebSocket upgrade (101) responses only (repeatable)"),
-    "header-http": ("list", "Header added to all other HTTP responses (repeatable)"),
-    "sameorigin": ("bool", "Refuse (403) upgrades whose Origin is not the requested host"),
-    "origin": ("str", "Refuse (403) upgrades unless Origin matches one of "
-                      "[scheme://]host[:port],..."),
-    "loglevel": ("str", f"Log level: {', '.join(LEVELS)} or none (default access)"),
-    "subprotocol": ("list", "WebSocket subprotocol the server speaks (repeatable): the first one "
-                            "a client asks for that is listed is chosen and passed to the "
-                            "process as WEBSOCKET_PROTOCOL"),
-    "basic-auth": ("list", "Require HTTP Basic authentication for everything, with this "
-                           "user:password or user:sha256:HEX (repeatable)"),
-    "basic-auth-file": ("str", "Require HTTP Basic authentication, with the users of this file "
-                               "(one user:password or user:sha256:HEX per line)"),
-    "status-path": ("str", "Answer GET on this URL path (e.g. /_status) with JSON about the "
-                           "running sessions"),
-    "compress": ("bool", "Offer permessage-deflate compression to clients that ask for it "
-                         "(off by default: it costs CPU and about 40 KiB per connection)"),
-    "broadcast": ("optional", "One shared process per endpoint for all its clients: every line "
-                              "goes to every client, every message to its stdin; =eager starts "
-                              "it with the server instead of at the first client"),
-    "broadcast-ids": ("bool", "With --broadcast: each line a client sends reaches the process "
-                              "as \"ID line\" (the client's id, as in the log; with --binary "
-                              "each binary message gets \"ID \" before it)"),
-    "broadcast-backlog": ("int", "With --broadcast: bytes a slow client may fall behind before "
-                                 "it is closed with 1008 (default 1048576)"),
-    "trusted-proxy": ("str", "Comma-separated addresses or networks (CIDR) of reverse proxies: "
-                             "requests from them get REMOTE_ADDR from X-Forwarded-For, HTTPS "
-                             "from X-Forwarded-Proto, SERVER_NAME from X-Forwarded-Host"),
-    "help": ("bool", "Print this help and exit"),
-    "version": ("bool", "Print the version and exit"),
-    "license": ("bool", "Print the license and exit"),
-}
 _ALIASES = {"h": "help"}
 
 USAGE = """\
@@ -119,10 +56,6 @@ CAUSED AND ON ANY THEORY OF LIABILITY, WHETHER IN CONTRACT, STRICT LIABILITY,
 OR TORT (INCLUDING NEGLIGENCE OR OTHERWISE) ARISING IN ANY WAY OUT OF THE USE
 OF THIS SOFTWARE, EVEN IF ADVISED OF THE POSSIBILITY OF SUCH DAMAGE.
 """
-
-_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
-_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
-
 
 def go_int(text):
     """An integer as Go's flag package reads one (strconv.ParseInt base 0).
@@ -177,10 +110,10 @@ def parse_flags(argv):
         if kind == "bool":
             if not has_value:
                 value = "true"
-            elif value not in _TRUE | _FALSE:
+            elif value not in TRUE | FALSE:
                 raise UsageError(f"invalid boolean value {value!r} for -{name}: "
                                  "use true or false")
-            values[name] = value in _TRUE
+            values[name] = value in TRUE
             continue
         if kind == "optional":
             values[name] = value if has_value else "true"
@@ -201,80 +134,6 @@ def parse_flags(argv):
         else:
             values[name] = value
     return values, list(argv[index:])
-
-
-def _header(flag, text):
-    name, colon, value = text.partition(":")
-    if not colon or not name.strip() or any(c in name for c in " \t\r\n"):
-        raise UsageError(f"invalid --{flag}={text!r}: expected \"Name: value\"")
-    if "\r" in value or "\n" in value:
-        raise UsageError(f"invalid --{flag}={text!r}: a header value cannot hold a line break")
-    return (name.strip(), value.strip())
-
-
-def _address(text):
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    if not text:
-        raise UsageError("--address cannot be empty")
-    return text
-
-
-def _broadcast(value):
-    """--broadcast's value: "" (off), "lazy" (at the first client) or "eager" (at startup)."""
-    if value in _FALSE:
-        return ""
-    if value in _TRUE:
-        return "lazy"
-    if value == "eager":
-        return "eager"
-    raise UsageError(f"invalid value {value!r} for -broadcast: use --broadcast, "
-                     "--broadcast=eager or --broadcast=false")
-
-
-def build_config(values, command):
-    """A `Config` from parsed flags, with every value checked for range and form."""
-    for name in ("port", "redirport"):
-        if name in values and not 0 <= values[name] <= 65535:
-            raise UsageError(f"invalid -{name}={values[name]}: a port is 0 to 65535")
-    for name in ("closems", "pingms", "maxframesize", "broadcast-backlog"):
-        if values.get(name, 0) < 0:
-            raise UsageError(f"invalid -{name}={values[name]}: cannot be negative")
-    loglevel = values.get("loglevel", "access").lower()
-    if loglevel not in LEVELS + ("none",):
-        raise UsageError(f"invalid -loglevel={values['loglevel']}: use one of "
-                         f"{', '.join(LEVELS)}, none")
-    for name in ("dir", "staticdir", "cgidir", "unixsocket", "sslcert", "sslkey", "sslca"):
-        if values.get(name) == "":
-            raise UsageError(f"-{name} needs a path")
-    simple = {name: values[name] for name in (
-        "port", "unixsocket", "ssl", "sslcert", "sslkey", "sslca", "redirport", "maxforks",
-        "maxframesize", "closems", "pingms", "binary", "passstderr", "reverselookup", "dir",
-        "staticdir", "cgidir", "devconsole", "sameorigin", "compress") if name in values}
-    if "passenv" in values:
-        simple["passenv"] = tuple(v.strip() for v in values["passenv"].split(",") if v.strip())
-    if "origin" in values:
-        simple["origins"] = tuple(o.strip() for o in values["origin"].split(",") if o.strip())
-    if "trusted-proxy" in values:
-        simple["trusted_proxies"] = tuple(
-            a.strip() for a in values["trusted-proxy"].split(",") if a.strip())
-    return Config(
-        command=tuple(command),
-        addresses=tuple(_address(a) for a in values.get("address", [])),
-        headers=tuple(_header("header", h) for h in values.get("header", [])),
-        headers_ws=tuple(_header("header-ws", h) for h in values.get("header-ws", [])),
-        headers_http=tuple(_header("header-http", h) for h in values.get("header-http", [])),
-        loglevel=loglevel,
-        explicit=frozenset(values),
-        subprotocols=tuple(values.get("subprotocol", ())),
-        basic_auth=tuple(values.get("basic-auth", ())),
-        basic_auth_file=values.get("basic-auth-file"),
-        status_path=values.get("status-path"),
-        broadcast=_broadcast(values.get("broadcast", "false")),
-        broadcast_ids=values.get("broadcast-ids", False),
-        broadcast_backlog=values.get("broadcast-backlog", Config.broadcast_backlog),
-        **simple,
-    )
 
 
 def parse_args(argv):
@@ -299,6 +158,45 @@ def main(argv=None):
     if isinstance(outcome, str):
         sys.stdout.write(outcome)
         return
-    from .server import run
-    sys.exit(run(outcome))
+    sys.exit(serve(outcome))
+
+
+def serve(config):
+    """Serve as the command: process-wide tuning and signal handlers (`tuning`) for as long
+    as it serves. The first Ctrl-C or SIGTERM asks for a clean shutdown; a second one kills
+    every program and exits at once. The exit status."""
+    from .server import ListenError, make_server
+    signals = _Signals()
+    with tuning.for_the_command_line(signals.received):  # before any thread starts
+        try:
+            server = make_server(config)
+        except ListenError as error:
+            sys.stderr.write(f"websocketd-py: {error}\n")
+            return 1
+        signals.server = server
+        if signals.first is not None:  # it came while the server was being made
+            server.request_stop(f"{signals.first} received")
+        server.serve_forever()
+    return 0
+
+
+class _Signals:
+    """What the command line's signal handlers do. They run in the main thread, possibly in
+    the middle of a log write, so they take no lock."""
+
+    def __init__(self):
+        self.first = None
+        self.server = None
+
+    def received(self, name):
+        if self.first is None:
+            self.first = name
+            if self.server is not None:
+                self.server.request_stop(f"{name} received")
+        elif self.server is not None:
+            self.server.app.kill_all()
+            try:
+                os.write(2, f"websocketd-py: {name} again: exiting now\n".encode())
+            finally:
+                os._exit(1)
 

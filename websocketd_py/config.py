@@ -1,8 +1,11 @@
-"""The server's settings (`Config`) and the checks that run before anything starts.
+"""The server's settings: the flag schema, `Config`, and the checks that run before anything starts.
 
-`cli` turns argv into a `Config`; `Config.validate()` then checks it against
-the machine (directories exist, COMMAND is on PATH, flags go together) and
-raises `UsageError` with one line that says what is wrong and what to do.
+`FLAGS` names every flag with its kind and help; `build_config` makes a
+`Config` from flag values (parsed from argv by `cli`, or given as Python
+values by `api`); `Config.validate()` then checks it against the machine
+(directories exist, COMMAND is on PATH, flags go together), raising
+`UsageError` with one line that says what is wrong and what to do, and
+builds what the flags describe once: the TLS context and the users.
 """
 
 import dataclasses
@@ -11,6 +14,7 @@ import re
 from typing import Optional, Tuple
 
 from . import auth, launching, proxy, tls, unixsocket
+from .log import LEVELS
 
 
 #: An HTTP token (RFC 9110 §5.6.2), what a WebSocket subprotocol name must be.
@@ -21,8 +25,73 @@ class UsageError(Exception):
     """A bad command line: printed as one line, exit status 2, nothing started."""
 
 
-#: Flags that parse but whose feature this release does not have yet.
-NOT_SUPPORTED_YET = ()
+# name: (kind, help). kind is "bool", "int", "str", "list" (repeatable) or "optional"
+# (a value only after "=": `--broadcast` alone means "true").
+FLAGS = {
+    "port": ("int", "HTTP port to listen on (default 80, or 443 with --ssl; 0 = any free port)"),
+    "address": ("list", "Interface to bind to, e.g. 127.0.0.1 or [::1] (repeatable; default: all)"),
+    "unixsocket": ("str", "Also listen on this Unix socket path"),
+    "ssl": ("bool", "Use TLS on the listening sockets (needs --sslcert and --sslkey)"),
+    "sslcert": ("str", "Certificate PEM file for --ssl"),
+    "sslkey": ("str", "Private key PEM file for --ssl"),
+    "sslca": ("str", "Require client certificates signed by this CA (PEM file)"),
+    "redirport": ("int", "Also listen on this port and redirect plain HTTP to the --ssl port"),
+    "maxforks": ("int", "Most processes running at once; over it upgrades get 429 "
+                        "(default 1024; 0 or negative = unlimited)"),
+    "maxframesize": ("int", "Largest message accepted from a client, in bytes; larger ones "
+                            "close the connection with 1009 (default 1048576; 0 = no limit)"),
+    "closems": ("int", "Extra time in ms a process gets to exit after its client left, "
+                       "before SIGINT (then SIGTERM, SIGKILL) (default 0)"),
+    "pingms": ("int", "Ping clients every N ms; close those that do not answer for 2N ms "
+                      "(default 0 = off)"),
+    "binary": ("bool", "Binary mode: pass raw bytes both ways instead of lines"),
+    "passstderr": ("bool", "Send stderr lines to the client too, every line as JSON "
+                           '{"stream":"stdout"|"stderr","data":"..."}'),
+    "passenv": ("str", "Comma-separated environment variables passed to the process "
+                       f"(default {','.join(launching.DEFAULT_PASSENV)})"),
+    "reverselookup": ("bool", "Look up REMOTE_HOST with reverse DNS"),
+    "dir": ("str", "Serve every executable in this directory as an endpoint named by its path"),
+    "staticdir": ("str", "Serve static files from this directory over plain HTTP"),
+    "cgidir": ("str", "Serve CGI scripts from this directory over plain HTTP"),
+    "devconsole": ("bool", "Answer plain HTTP requests to an endpoint with an interactive "
+                           "test page (not with --staticdir or --cgidir)"),
+    "header": ("list", "Header added to every response, \"Name: value\" (repeatable)"),
+    "header-ws": ("list", "Header added to WebSocket upgrade (101) responses only (repeatable)"),
+    "header-http": ("list", "Header added to all other HTTP responses (repeatable)"),
+    "sameorigin": ("bool", "Refuse (403) upgrades whose Origin is not the requested host"),
+    "origin": ("str", "Refuse (403) upgrades unless Origin matches one of "
+                      "[scheme://]host[:port],..."),
+    "loglevel": ("str", f"Log level: {', '.join(LEVELS)} or none (default access)"),
+    "subprotocol": ("list", "WebSocket subprotocol the server speaks (repeatable): the first one "
+                            "a client asks for that is listed is chosen and passed to the "
+                            "process as WEBSOCKET_PROTOCOL"),
+    "basic-auth": ("list", "Require HTTP Basic authentication for everything, with this "
+                           "user:password or user:sha256:HEX (repeatable)"),
+    "basic-auth-file": ("str", "Require HTTP Basic authentication, with the users of this file "
+                               "(one user:password or user:sha256:HEX per line)"),
+    "status-path": ("str", "Answer GET on this URL path (e.g. /_status) with JSON about the "
+                           "running sessions"),
+    "compress": ("bool", "Offer permessage-deflate compression to clients that ask for it "
+                         "(off by default: it costs CPU and about 40 KiB per connection)"),
+    "broadcast": ("optional", "One shared process per endpoint for all its clients: every line "
+                              "goes to every client, every message to its stdin; =eager starts "
+                              "it with the server instead of at the first client"),
+    "broadcast-ids": ("bool", "With --broadcast: each line a client sends reaches the process "
+                              "as \"ID line\" (the client's id, as in the log; with --binary "
+                              "each binary message gets \"ID \" before it)"),
+    "broadcast-backlog": ("int", "With --broadcast: bytes a slow client may fall behind before "
+                                 "it is closed with 1008 (default 1048576)"),
+    "trusted-proxy": ("str", "Comma-separated addresses or networks (CIDR) of reverse proxies: "
+                             "requests from them get REMOTE_ADDR from X-Forwarded-For, HTTPS "
+                             "from X-Forwarded-Proto, SERVER_NAME from X-Forwarded-Host"),
+    "help": ("bool", "Print this help and exit"),
+    "version": ("bool", "Print the version and exit"),
+    "license": ("bool", "Print the license and exit"),
+}
+
+#: How Go's flag package spells true and false.
+TRUE = {"1", "t", "T", "true", "TRUE", "True"}
+FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +157,6 @@ class Config:
     def validate(self):
         """Raise `UsageError` for the first problem found; return the Config with COMMAND
         resolved and its resources built: the TLS context and the --basic-auth users."""
-        for name in NOT_SUPPORTED_YET:
-            if name in self.explicit:
-                raise UsageError(f"--{name} is not supported yet in this version of websocketd-py")
         if not self.command and not (self.dir or self.staticdir or self.cgidir):
             raise UsageError(
                 "no COMMAND given: name the program to run (websocketd-py --port=8080 ./count.sh) "
@@ -176,3 +242,77 @@ class Config:
         if self.redirport and self.redirport == self.listen_port:
             raise UsageError(f"--redirport={self.redirport} is the port the server itself "
                              "listens on: choose another")
+
+
+def _header(flag, text):
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip() or any(c in name for c in " \t\r\n"):
+        raise UsageError(f"invalid --{flag}={text!r}: expected \"Name: value\"")
+    if "\r" in value or "\n" in value:
+        raise UsageError(f"invalid --{flag}={text!r}: a header value cannot hold a line break")
+    return (name.strip(), value.strip())
+
+
+def _address(text):
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if not text:
+        raise UsageError("--address cannot be empty")
+    return text
+
+
+def _broadcast(value):
+    """--broadcast's value: "" (off), "lazy" (at the first client) or "eager" (at startup)."""
+    if value in FALSE:
+        return ""
+    if value in TRUE:
+        return "lazy"
+    if value == "eager":
+        return "eager"
+    raise UsageError(f"invalid value {value!r} for -broadcast: use --broadcast, "
+                     "--broadcast=eager or --broadcast=false")
+
+
+def build_config(values, command):
+    """A `Config` from parsed flags, with every value checked for range and form."""
+    for name in ("port", "redirport"):
+        if name in values and not 0 <= values[name] <= 65535:
+            raise UsageError(f"invalid -{name}={values[name]}: a port is 0 to 65535")
+    for name in ("closems", "pingms", "maxframesize", "broadcast-backlog"):
+        if values.get(name, 0) < 0:
+            raise UsageError(f"invalid -{name}={values[name]}: cannot be negative")
+    loglevel = values.get("loglevel", "access").lower()
+    if loglevel not in LEVELS + ("none",):
+        raise UsageError(f"invalid -loglevel={values['loglevel']}: use one of "
+                         f"{', '.join(LEVELS)}, none")
+    for name in ("dir", "staticdir", "cgidir", "unixsocket", "sslcert", "sslkey", "sslca"):
+        if values.get(name) == "":
+            raise UsageError(f"-{name} needs a path")
+    simple = {name: values[name] for name in (
+        "port", "unixsocket", "ssl", "sslcert", "sslkey", "sslca", "redirport", "maxforks",
+        "maxframesize", "closems", "pingms", "binary", "passstderr", "reverselookup", "dir",
+        "staticdir", "cgidir", "devconsole", "sameorigin", "compress") if name in values}
+    if "passenv" in values:
+        simple["passenv"] = tuple(v.strip() for v in values["passenv"].split(",") if v.strip())
+    if "origin" in values:
+        simple["origins"] = tuple(o.strip() for o in values["origin"].split(",") if o.strip())
+    if "trusted-proxy" in values:
+        simple["trusted_proxies"] = tuple(
+            a.strip() for a in values["trusted-proxy"].split(",") if a.strip())
+    return Config(
+        command=tuple(command),
+        addresses=tuple(_address(a) for a in values.get("address", [])),
+        headers=tuple(_header("header", h) for h in values.get("header", [])),
+        headers_ws=tuple(_header("header-ws", h) for h in values.get("header-ws", [])),
+        headers_http=tuple(_header("header-http", h) for h in values.get("header-http", [])),
+        loglevel=loglevel,
+        explicit=frozenset(values),
+        subprotocols=tuple(values.get("subprotocol", ())),
+        basic_auth=tuple(values.get("basic-auth", ())),
+        basic_auth_file=values.get("basic-auth-file"),
+        status_path=values.get("status-path"),
+        broadcast=_broadcast(values.get("broadcast", "false")),
+        broadcast_ids=values.get("broadcast-ids", False),
+        broadcast_backlog=values.get("broadcast-backlog", Config.broadcast_backlog),
+        **simple,
+    )

@@ -28,6 +28,11 @@ from .registry import ForkSlots
 from .session import Sessions, Timings
 from .watchdog import HINT_AFTER, Watchdog
 
+#: How long ending every session may take at shutdown before the rest is killed.
+SHUTDOWN_GRACE = 2.5
+#: While the sessions end at shutdown, how often to look again (and for late ones).
+LATE_SESSION_CHECK = 0.05
+
 
 class WebsocketdApp:
     """The WSGI application behind every listener; `close()` ends the threads it started."""
@@ -195,6 +200,52 @@ class WebsocketdApp:
         env = environment.build(request, self.config.passenv)
         env.update(SERVER_NAME="", SERVER_PORT="")
         return env
+
+    def shutdown(self, grace=SHUTDOWN_GRACE):
+        """End every session, --broadcast process and CGI script in parallel (1001, the
+        stop schedule), kill what is left after `grace` seconds, and end the app's threads."""
+        self.closing = True
+        told = self._tell_sessions_to_end(frozenset())
+        self.hubs.close()  # the shared processes stop in threads of their own
+        if self.cgi_scripts is not None:
+            self.cgi_scripts.stop_all()  # meanwhile the sessions end in their own threads
+        if not (self._wait_for_sessions(told, grace) and self.hubs.wait_stopped(grace)):
+            self.kill_all()
+            self.sessions.running.wait_empty(0.5)
+        self.close()
+
+    def _tell_sessions_to_end(self, told):
+        """Shut down every session not told yet; return all the sessions told so far."""
+        running = self.sessions.running.snapshot()
+        for session in running - told:
+            session.shutdown()
+        return told | running
+
+    def _wait_for_sessions(self, told, grace):
+        """Wait up to `grace` seconds until no fork slot is held; False if some still are.
+
+        A slot is held from the upgrade until the process is reaped, so this also
+        waits for an upgrade that passed just before `closing` was set and whose
+        session starts only now: it is told to end on the way.
+        """
+        deadline = time.monotonic() + grace
+        while self.forks.in_use:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LATE_SESSION_CHECK)
+            told = self._tell_sessions_to_end(told)
+        return True
+
+    def kill_all(self):
+        """SIGKILL every process group the app started; takes no lock, so a signal handler
+        may call it (a second Ctrl-C)."""
+        for session in self.sessions.running.snapshot():
+            session.program.kill_group()  # a --broadcast subscription: nothing, its hub's below
+            session.client.abort()
+        self.hubs.kill_all()
+        if self.cgi_scripts is not None:
+            for process in self.cgi_scripts.running.snapshot():
+                process.kill_group()
 
     def close(self):
         """End the threads this app started (after its sessions have ended)."""

@@ -12,7 +12,6 @@ sent something: until then it sits in the listener's `WaitingRoom`.
 """
 
 import collections
-import os
 import re
 import selectors
 import socket
@@ -22,9 +21,10 @@ import time
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import __version__, auth, listening, tls, tuning, unixsocket
+from . import __version__, auth, listening, tls, unixsocket
 from .log import Log
 from .redirect import RedirectApp
+from .registry import Running
 from .routing import WebsocketdApp
 from .websocket import TAKEN_OVER_ENDS_CONNECTION
 
@@ -39,24 +39,10 @@ SELECT_CAPACITY = 500
 #: many seconds, then again at this interval, so a client that vanished without a trace
 #: (power cut, network gone) is noticed instead of holding its session for ever.
 KEEPALIVE_SECONDS = 15
-#: sys.setswitchinterval for the server process. With thousands of sessions, a burst
-#: (everyone sends at once, or everyone hangs up) wakes thousands of threads; each one
-#: waiting for the GIL asks the holder to let go every interval (5 ms by default), so
-#: the holder is stopped after almost every step and the work dissolves into thread
-#: switches. Session threads give the GIL up themselves at every blocking call, so a
-#: long interval costs them nothing; measured: 2,000 clients gone at once were cleaned
-#: up in 1.7 s instead of 23-42 s at 0.1 s, and all of 5,000 idle sessions echo at once
-#: (3,250 did). With the threads on one CPU (`tuning.server_threads_on_one_cpu`) each
-#: waiter's timed wake-up takes that CPU from the work: 4,750 clients gone at once,
-#: 2.8-2.9 s at 2 s (6 runs) instead of 4.0-5.0 s at 0.1 s (8 runs); echo, churn and
-#: binary unchanged in an A/B run.
-SWITCH_INTERVAL = 2.0
 #: How often listeners look up from accept() for a shutdown request.
 POLL_INTERVAL = 0.1
-#: How long ending every session may take at shutdown before the rest is killed.
-SHUTDOWN_GRACE = 2.5
-#: While the sessions end at shutdown, how often to look again (and for late ones).
-LATE_SESSION_CHECK = 0.05
+#: At shutdown, how long the connections' threads may take to end once their sessions have.
+HANDLER_EXIT_WAIT = 2.0
 #: REMOTE_ADDR and REMOTE_PORT of a --unixsocket client (nginx also says "unix:").
 UNIX_CLIENT_ADDRESS = ("unix:", "")
 #: A header name is a token (RFC 9110 §5.6.2).
@@ -338,6 +324,7 @@ class Listener(ThreadedWSGIServer):
 
     unix_file = None  # (path, inode) of a --unixsocket file, removed at close
     waiting_room = None  # none yet while werkzeug's __init__ calls server_close()
+    handlers = Running()  # (likewise)
 
     def __init__(self, sock, app, log, shown_host, tls_context=None, unix_file=None):
         host = f"unix://{unix_file[0]}" if unix_file else sock.getsockname()[0]
@@ -349,6 +336,7 @@ class Listener(ThreadedWSGIServer):
         self.shown_host = shown_host
         self.tls_context = tls_context
         self.unix_file = unix_file  # only now: werkzeug's __init__ calls server_close()
+        self.handlers = Running()   # the connections' threads
         self.waiting_room = WaitingRoom(self._start_handler)
 
     def log(self, type, message, *args):
@@ -370,8 +358,16 @@ class Listener(ThreadedWSGIServer):
 
     def _start_handler(self, request, client_address):
         """werkzeug's thread for one connection (socketserver's `process_request`)."""
-        threading.Thread(target=self.process_request_thread, args=(request, client_address),
-                         name="request", daemon=True).start()
+        thread = threading.Thread(target=self._handle, args=(request, client_address),
+                                  name="request", daemon=True)
+        self.handlers.add(thread)
+        thread.start()
+
+    def _handle(self, request, client_address):
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            self.handlers.remove(threading.current_thread())
 
     def finish_request(self, request, client_address):
         """Serve one connection; runs in its own thread, so the TLS handshake is done here."""
@@ -388,11 +384,18 @@ class Listener(ThreadedWSGIServer):
                 self.shutdown_request(secured)
 
     def server_close(self):
+        """Close the listening socket and the connections still in the waiting room."""
         super().server_close()
         if self.waiting_room is not None:
             self.waiting_room.close()
         if self.unix_file:
             unixsocket.remove(*self.unix_file)
+
+    def join_handlers(self, timeout=HANDLER_EXIT_WAIT):
+        """Wait for the connections' threads to end (once their sessions have ended)."""
+        deadline = time.monotonic() + timeout
+        for thread in self.handlers.snapshot():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _keep_alive(sock):
@@ -521,128 +524,93 @@ def build_app(config, log):
     return app
 
 
-class ShutdownRequest:
-    """Ctrl-C, SIGTERM, SIGHUP (Windows: Ctrl-Break, console close): the first asks for a
-    clean shutdown, a second one ends everything at once.
+class WebsocketdServer:
+    """The app and its listeners, as werkzeug's `make_server` gives a server.
 
-    Installed before anything is served, so a signal right after the ready
-    line is still a clean stop. The handler only records the signal and takes
-    no lock: it runs in the main thread, possibly in the middle of a log write.
+    `serve_forever()` serves until `shutdown()` (from another thread), a
+    stop requested by a signal handler (`request_stop`), or Ctrl-C arriving
+    as KeyboardInterrupt; then it ends every session and returns. It changes
+    nothing process-wide: the command line does that (`tuning`).
     """
 
-    def __init__(self):
-        self.signal_name = None
-        self.on_second_signal = None
-        tuning.install_shutdown_handlers(self._on_signal)
+    def __init__(self, config, app, listeners, log):
+        self.config = config
+        self.app = app
+        self.listeners = listeners
+        self.log = log
+        self.stop_reason = None       # set (without a lock: a signal handler may) to stop
+        self._serving = False
+        self._stopped = threading.Event()
 
-    def _on_signal(self, name):
-        if self.signal_name is not None and self.on_second_signal is not None:
-            self.on_second_signal(name)
-        self.signal_name = name
+    def startup_lines(self):
+        return startup_lines(self.config, self.listeners)
 
-    def wait(self):
-        """Block until the first signal; its name. A short sleep, so Windows sees Ctrl-C too."""
-        while self.signal_name is None:
-            time.sleep(0.1)
-        return self.signal_name
+    def request_stop(self, reason):
+        """Ask `serve_forever` to shut down; safe in a signal handler (takes no lock)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def serve_forever(self):
+        self._serving = True
+        self.app.start_eager_broadcast()
+        for listener in self.listeners:
+            threading.Thread(target=listener.serve_forever, name="listener",
+                             kwargs={"poll_interval": POLL_INTERVAL}, daemon=True).start()
+        for line in self.startup_lines():
+            self.log.write("info", "server", line)
+        try:
+            while self.stop_reason is None:  # short sleeps: Windows delivers Ctrl-C between them
+                time.sleep(POLL_INTERVAL)
+        except KeyboardInterrupt:
+            self.request_stop("SIGINT received")
+        self.log.write("info", "server", f"{self.stop_reason}: shutting down")
+        self._close()
+
+    def shutdown(self):
+        """Stop serving and end every session; returns once `serve_forever` has returned."""
+        self.request_stop("shutdown() called")
+        if self._serving:
+            self._stopped.wait()
+        else:
+            self._close()
+
+    def _close(self):
+        """Stop accepting, end every session, and leave no child behind."""
+        stoppers = [threading.Thread(target=listener.shutdown, name="listener-stop")
+                    for listener in self.listeners]
+        self.app.closing = True
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+        for listener in self.listeners:
+            listener.server_close()
+        self.app.shutdown()
+        for listener in self.listeners:
+            listener.join_handlers()
+        self.log.write("info", "server", "stopped")
+        self._stopped.set()
 
 
-def run(config):
-    """Serve until Ctrl-C or SIGTERM, then end every session; the exit status."""
-    tuning.raise_open_file_limit()
-    tuning.use_one_malloc_arena()
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    try:
-        with tuning.server_threads_on_one_cpu():  # before the first thread starts
-            return _serve(config)
-    finally:  # `api.serve` returns to the embedding program
-        sys.setswitchinterval(interval)
-
-
-def _serve(config):
-    request = ShutdownRequest()
-    log = Log(config.loglevel)
+def make_server(config, log=None):
+    """A `WebsocketdServer` for a validated `Config`, its listeners open; ListenError if one
+    cannot be."""
+    log = log or Log(config.loglevel)
     app = build_app(config, log)
     try:
         listeners = open_listeners(config, app, log)
+    except ListenError:
+        app.close()
+        raise
+    return WebsocketdServer(config, app, listeners, log)
+
+
+def serve(config):
+    """Serve until `shutdown()` or Ctrl-C; the exit status (1: a listener could not open)."""
+    try:
+        server = make_server(config)
     except ListenError as error:
         sys.stderr.write(f"websocketd-py: {error}\n")
         return 1
-    app.start_eager_broadcast()  # only now: a listener that cannot open leaves no process
-    request.on_second_signal = lambda name: _exit_now(app, name)
-    for listener in listeners:
-        threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
-                         name="listener", daemon=True).start()
-    for line in startup_lines(config, listeners):
-        log.write("info", "server", line)
-    name = request.wait()
-    log.write("info", "server", f"{name} received: shutting down")
-    shutdown(app, listeners, log)
+    server.serve_forever()
     return 0
-
-
-def shutdown(app, servers, log):
-    """Stop accepting, end every session, --broadcast process and CGI script in parallel,
-    and leave no child behind."""
-    app.closing = True
-    stoppers = [threading.Thread(target=server.shutdown) for server in servers]
-    for thread in stoppers:
-        thread.start()
-    for thread in stoppers:
-        thread.join()
-    for server in servers:
-        server.server_close()
-    told = _tell_sessions_to_end(app, frozenset())
-    app.hubs.close()  # the shared processes stop in threads of their own
-    if app.cgi_scripts is not None:
-        app.cgi_scripts.stop_all()  # meanwhile the sessions end in their own threads
-    if not (_wait_for_sessions(app, told) and app.hubs.wait_stopped(SHUTDOWN_GRACE)):
-        _kill_all(app)
-        app.sessions.running.wait_empty(0.5)
-    app.close()
-    log.write("info", "server", "stopped")
-
-
-def _tell_sessions_to_end(app, told):
-    """Shut down every session not told yet; return all the sessions told so far."""
-    running = app.sessions.running.snapshot()
-    for session in running - told:
-        session.shutdown()
-    return told | running
-
-
-def _wait_for_sessions(app, told):
-    """Wait up to SHUTDOWN_GRACE until no fork slot is held; False if some still are.
-
-    A slot is held from the upgrade until the process is reaped, so this also
-    waits for an upgrade that passed just before `app.closing` was set and
-    whose session starts only now: it is told to end on the way.
-    """
-    deadline = time.monotonic() + SHUTDOWN_GRACE
-    while app.forks.in_use:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(LATE_SESSION_CHECK)
-        told = _tell_sessions_to_end(app, told)
-    return True
-
-
-def _kill_all(app):
-    """SIGKILL every process group the server started. Takes no lock (see ShutdownRequest)."""
-    for session in app.sessions.running.snapshot():
-        session.program.kill_group()  # a --broadcast subscription: nothing, the hub's is below
-        session.client.abort()
-    app.hubs.kill_all()
-    if app.cgi_scripts is not None:
-        for process in app.cgi_scripts.running.snapshot():
-            process.kill_group()
-
-
-def _exit_now(app, name):
-    """A second Ctrl-C: kill everything and exit without waiting (or logging through a lock)."""
-    _kill_all(app)
-    try:
-        os.write(2, f"websocketd-py: {name} again: exiting now\n".encode())
-    finally:
-        os._exit(1)

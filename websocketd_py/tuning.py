@@ -13,17 +13,62 @@ import sys
 
 from .launching import IS_MACOS, IS_WINDOWS
 
+#: sys.setswitchinterval while the command line serves. A burst of sessions (everyone
+#: sends at once, or everyone hangs up) wakes thousands of threads, and each waiting for
+#: the GIL asks the holder to let go every interval (5 ms by default): the work dissolves
+#: into thread switches. Session threads give the GIL up at every blocking call, so a long
+#: interval costs them nothing (docs/performance.md, "idle-max", has the figures).
+SWITCH_INTERVAL = 2.0
+
+
+@contextlib.contextmanager
+def for_the_command_line(on_signal):
+    """Everything process-wide the command line sets while it serves, restored at the end.
+
+    `on_signal(name)` is called on Ctrl-C, SIGTERM, SIGHUP (Windows: Ctrl-Break,
+    console close); the open-file limit is raised as Go raises it, one malloc
+    arena serves every thread (which cannot be undone; the process exits
+    right after), the GIL switch interval is SWITCH_INTERVAL, and the
+    server's threads keep to one CPU (entered here, before any starts).
+    """
+    handlers = install_shutdown_handlers(on_signal)
+    file_limit = raise_open_file_limit()
+    use_one_malloc_arena()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        with server_threads_on_one_cpu():
+            yield
+    finally:
+        sys.setswitchinterval(interval)
+        _restore_open_file_limit(file_limit)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
 def raise_open_file_limit():
-    """Raise the soft open-file limit to the hard one, as Go does, so thousands of sessions fit."""
+    """Raise the soft open-file limit to the hard one, as Go does, so thousands of sessions
+    fit; the limits before, or None if nothing changed."""
     if IS_WINDOWS:
-        return
+        return None
     import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = before = resource.getrlimit(resource.RLIMIT_NOFILE)
     if IS_MACOS and hard == resource.RLIM_INFINITY:
         hard = 10240  # macOS refuses more than OPEN_MAX for the soft limit
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return before
+        except (ValueError, OSError):
+            pass
+    return None
+
+
+def _restore_open_file_limit(before):
+    if before is not None:
+        import resource
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, before)
         except (ValueError, OSError):
             pass
 
@@ -157,9 +202,13 @@ _M_ARENA_MAX = -8  # from glibc's malloc.h
 
 
 def install_shutdown_handlers(callback):
-    """Call `callback(signal_name)` on Ctrl-C, SIGTERM, SIGHUP, or (Windows) Ctrl-Break / console close."""
+    """Call `callback(signal_name)` on Ctrl-C, SIGTERM, SIGHUP, or (Windows) Ctrl-Break /
+    console close; the handlers they replace, by signal number."""
     names = ["SIGINT", "SIGTERM", "SIGBREAK"] if IS_WINDOWS else ["SIGINT", "SIGTERM", "SIGHUP"]
+    replaced = {}
     for name in names:
         signum = getattr(signal, name, None)
         if signum is not None:
-            signal.signal(signum, lambda number, frame, name=name: callback(name))
+            replaced[signum] = signal.signal(
+                signum, lambda number, frame, name=name: callback(name))
+    return replaced
