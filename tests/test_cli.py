@@ -6,6 +6,7 @@ user sees (exit status, stdout, stderr) is tested on a real
 so those runs need no server fixture.
 """
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from websockets.sync.client import connect
 import websocketd_py
 from websocketd_py import cli, launching
 from websocketd_py.config import Config, UsageError, build_config
+from websocketd_py.tuning import SWITCH_INTERVAL
 
 from conftest import leftover_processes, wait_for_no_leftovers
 
@@ -511,3 +513,90 @@ def test_sigterm_right_after_the_ready_line_is_a_clean_shutdown():
             proc.wait()
     assert proc.returncode == 0, (proc.returncode, seen, errors)
     assert "stopped" in rest
+
+
+def _ready_url(proc):
+    """The ws:// URL of the startup line that a websocketd-py process `proc` prints."""
+    for line in proc.stdout:
+        match = re.search(r"ws://127\.0\.0\.1:\d+/", line)
+        if match:
+            return match.group(0)
+    pytest.fail("no startup line: " + proc.stderr.read())
+
+
+#: Runs `cli.main(ARGV)` with one lowered open-file soft limit, stopped by SIGTERM once a
+#: line arrives on stdin; prints one "REPORT {json}" line: main()'s exit status, and the
+#: signal handlers, GIL switch interval, main thread's CPUs and open-file limit, before
+#: main(), while it serves, and after it.
+_MAIN_AND_REPORT = r"""
+import json, os, resource, signal, sys, threading
+from websocketd_py import cli
+
+
+def state():
+    return {
+        "handlers": {name: repr(signal.getsignal(getattr(signal, name)))
+                     for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)},
+        "switch_interval": sys.getswitchinterval(),
+        "cpus": sorted(os.sched_getaffinity(threading.main_thread().native_id))
+                if hasattr(os, "sched_getaffinity") else None,
+        "open_files": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+    }
+
+
+def stop():
+    sys.stdin.readline()
+    report["during"] = state()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+report = {"before": state()}
+threading.Thread(target=stop, daemon=True).start()
+try:
+    cli.main(sys.argv[1:])
+except SystemExit as exit:
+    report["status"] = exit.code
+report["after"] = state()
+print("REPORT " + json.dumps(report), flush=True)
+"""
+
+
+@pytest.mark.skipif(not IS_POSIX, reason="SIGTERM and RLIMIT_NOFILE are POSIX")
+def test_main_tunes_the_process_while_serving_and_restores_it_after():
+    """cli.main() alone sets the process-wide settings (api.serve sets none, see test_api),
+    and puts each back when serving ends (not the malloc arena: it cannot be undone)."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 256
+    if hard != resource.RLIM_INFINITY and hard <= low:
+        pytest.skip(f"hard limit {hard} leaves nothing to raise")
+    proc = subprocess.Popen(
+        [PY, "-c", _MAIN_AND_REPORT, "--port=0", "--address=127.0.0.1", "cat"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
+    try:
+        with connect(_ready_url(proc), proxy=None, open_timeout=10) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=10) == "hello"
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1001
+        rest, errors = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, errors
+    assert "SIGTERM received: shutting down" in rest and "| stopped" in rest
+    report = json.loads(re.search(r"^REPORT (.*)$", rest, re.M).group(1))
+    before, during, after = report["before"], report["during"], report["after"]
+    assert report["status"] == 0
+    assert after == before
+    assert during["switch_interval"] == SWITCH_INTERVAL != before["switch_interval"]
+    assert all(during["handlers"][name] != before["handlers"][name] for name in before["handlers"])
+    assert during["open_files"] == [hard, hard] != before["open_files"]
+    if before["cpus"] is not None and len(before["cpus"]) > 1:
+        assert len(during["cpus"]) == 1 and set(during["cpus"]) < set(before["cpus"])
+    assert wait_for_no_leftovers() == []

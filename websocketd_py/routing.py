@@ -26,6 +26,7 @@ from .process import ProcessEndpoint
 from .refused import Refused
 from .registry import ForkSlots
 from .session import Sessions, Timings
+from .threads import Pool
 from .watchdog import HINT_AFTER, Watchdog
 
 #: How long ending every session may take at shutdown before the rest is killed.
@@ -42,7 +43,8 @@ class WebsocketdApp:
         self.config = config
         self.log = log
         self.forks = ForkSlots(config.maxforks)
-        self.sessions = Sessions(config, timings)
+        self.threads = Pool()  # the sessions' writers, and the request threads of our server
+        self.sessions = Sessions(config, self.threads, timings)
         self.hubs = broadcast.Hubs(config, log, self.shared_environment,
                                    self.sessions.stderr)  # --broadcast
         self.started = time.monotonic()
@@ -248,9 +250,11 @@ class WebsocketdApp:
                 process.kill_group()
 
     def close(self):
-        """End the threads this app started (after its sessions have ended)."""
+        """End the threads this app started (after its sessions have ended), the request
+        threads of websocketd-py's server among them."""
         self.watchdog.close()
         self.sessions.close()
+        self.threads.close()
 
     # -- headers and logs ----------------------------------------------------------
 

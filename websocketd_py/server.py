@@ -24,7 +24,6 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from . import __version__, auth, listening, tls, unixsocket
 from .log import Log
 from .redirect import RedirectApp
-from .registry import Running
 from .routing import WebsocketdApp
 from .websocket import TAKEN_OVER_ENDS_CONNECTION
 
@@ -41,8 +40,6 @@ SELECT_CAPACITY = 500
 KEEPALIVE_SECONDS = 15
 #: How often listeners look up from accept() for a shutdown request.
 POLL_INTERVAL = 0.1
-#: At shutdown, how long the connections' threads may take to end once their sessions have.
-HANDLER_EXIT_WAIT = 2.0
 #: REMOTE_ADDR and REMOTE_PORT of a --unixsocket client (nginx also says "unix:").
 UNIX_CLIENT_ADDRESS = ("unix:", "")
 #: A header name is a token (RFC 9110 §5.6.2).
@@ -324,19 +321,18 @@ class Listener(ThreadedWSGIServer):
 
     unix_file = None  # (path, inode) of a --unixsocket file, removed at close
     waiting_room = None  # none yet while werkzeug's __init__ calls server_close()
-    handlers = Running()  # (likewise)
 
-    def __init__(self, sock, app, log, shown_host, tls_context=None, unix_file=None):
+    def __init__(self, sock, app, threads, log, shown_host, tls_context=None, unix_file=None):
         host = f"unix://{unix_file[0]}" if unix_file else sock.getsockname()[0]
         try:
             super().__init__(host, 0, app, RequestHandler, fd=sock.fileno())
         finally:
             sock.close()  # werkzeug works on its own duplicate of the socket
+        self.threads = threads  # a `threads.Pool`: the app's
         self.server_log = log  # not `log`: werkzeug calls `self.log(type, message)` itself
         self.shown_host = shown_host
         self.tls_context = tls_context
         self.unix_file = unix_file  # only now: werkzeug's __init__ calls server_close()
-        self.handlers = Running()   # the connections' threads
         self.waiting_room = WaitingRoom(self._start_handler)
 
     def log(self, type, message, *args):
@@ -357,17 +353,9 @@ class Listener(ThreadedWSGIServer):
         self.waiting_room.admit(request, client_address)
 
     def _start_handler(self, request, client_address):
-        """werkzeug's thread for one connection (socketserver's `process_request`)."""
-        thread = threading.Thread(target=self._handle, args=(request, client_address),
-                                  name="request", daemon=True)
-        self.handlers.add(thread)
-        thread.start()
-
-    def _handle(self, request, client_address):
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            self.handlers.remove(threading.current_thread())
+        """werkzeug's thread for one connection (socketserver's `process_request`), from
+        the app's pool: reused while connections churn, ended with the app."""
+        self.threads.start("request", self.process_request_thread, request, client_address)
 
     def finish_request(self, request, client_address):
         """Serve one connection; runs in its own thread, so the TLS handshake is done here."""
@@ -391,12 +379,6 @@ class Listener(ThreadedWSGIServer):
         if self.unix_file:
             unixsocket.remove(*self.unix_file)
 
-    def join_handlers(self, timeout=HANDLER_EXIT_WAIT):
-        """Wait for the connections' threads to end (once their sessions have ended)."""
-        deadline = time.monotonic() + timeout
-        for thread in self.handlers.snapshot():
-            thread.join(max(0.0, deadline - time.monotonic()))
-
 
 def _keep_alive(sock):
     """Turn TCP keep-alive on with KEEPALIVE_SECONDS where the OS lets us set it."""
@@ -414,46 +396,50 @@ class ListenError(Exception):
     """A listener could not be opened: one line for the user."""
 
 
-def open_listener(host, port, app, log, tls_context=None):
-    """A `Listener` on `host` (None = every interface) and `port`."""
+def open_listener(host, port, app, threads, log, tls_context=None):
+    """A `Listener` on `host` (None = every interface) and `port`; its connections' threads
+    come from `threads` (a `threads.Pool`)."""
     shown = "*" if host is None else (f"[{host}]" if ":" in host else host)
     try:
         sock = listening.listening_socket(host, port)
     except OSError as error:
         raise ListenError(f"cannot listen on {shown}:{port}: {error.strerror or error}"
                           f"{_listen_hint(error, port)}") from None
-    return Listener(sock, app, log, _display_host(host), tls_context)
+    return Listener(sock, app, threads, log, _display_host(host), tls_context)
 
 
-def open_unix_listener(path, app, log):
+def open_unix_listener(path, app, threads, log):
     """A `Listener` on the Unix socket `path`; a stale socket file there is replaced."""
     try:
         sock, inode = unixsocket.listening_socket(path)
     except unixsocket.UnixSocketError as error:
         raise ListenError(str(error)) from None
-    return Listener(sock, app, log, path, unix_file=(path, inode))
+    return Listener(sock, app, threads, log, path, unix_file=(path, inode))
 
 
 def open_listeners(config, app, log):
     """Every listener the flags ask for, in the order the startup lines name them.
 
     TCP: one per --address (TLS with --ssl), each followed by its --redirport
-    listener; none when --unixsocket is given without --port or --address.
+    listener; none when --unixsocket is given without --port or --address. Their
+    connections' threads come from the app's pool, and end with the app.
     """
     tls_context = config.tls_context
+    threads = app.threads
     listeners = []
     try:
         if config.listens_on_tcp:
             port = config.listen_port
             for host in config.addresses or (None,):
-                main = open_listener(host, port, app, log, tls_context)
+                main = open_listener(host, port, app, threads, log, tls_context)
                 listeners.append(main)
                 port = main.port  # with --port=0, every address gets the port the first one got
                 if config.redirport:
                     redirect = RedirectApp(config.scheme, main.port)
-                    listeners.append(open_listener(host, config.redirport, redirect, log))
+                    listeners.append(open_listener(host, config.redirport, redirect, threads,
+                                                   log))
         if config.unixsocket:
-            listeners.append(open_unix_listener(config.unixsocket, app, log))
+            listeners.append(open_unix_listener(config.unixsocket, app, threads, log))
     except ListenError:
         for listener in listeners:
             listener.server_close()
@@ -576,8 +562,9 @@ class WebsocketdServer:
 
     def _close(self):
         """Stop accepting, end every session, and leave no child behind."""
-        stoppers = [threading.Thread(target=listener.shutdown, name="listener-stop")
-                    for listener in self.listeners]
+        serving = self.listeners if self._serving else []  # socketserver's shutdown() would
+        stoppers = [threading.Thread(target=listener.shutdown, name="listener-stop")  # wait
+                    for listener in serving]                # for a serve_forever never run
         self.app.closing = True
         for thread in stoppers:
             thread.start()
@@ -585,9 +572,7 @@ class WebsocketdServer:
             thread.join()
         for listener in self.listeners:
             listener.server_close()
-        self.app.shutdown()
-        for listener in self.listeners:
-            listener.join_handlers()
+        self.app.shutdown()  # it ends the connections' threads too (its pool)
         self.log.write("info", "server", "stopped")
         self._stopped.set()
 

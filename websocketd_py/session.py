@@ -36,6 +36,7 @@ from . import proctree, protocol
 from .process import ExitWatch
 from .registry import Running
 from .stderr import StderrFollowers
+from .threads import Latch
 
 #: A binary message up to this size reaches stdin in one write (see `_pump_client_to_program`).
 WHOLE_MESSAGE_BYTES = protocol.WHOLE_FRAME_LIMIT
@@ -53,8 +54,9 @@ class Timings:
 class Sessions:
     """Every session of one app: its settings, what runs, and the threads they share."""
 
-    def __init__(self, config, timings=Timings()):
+    def __init__(self, config, threads, timings=Timings()):
         self.config = config
+        self.threads = threads      # a `threads.Pool`, for the writers
         self.timings = timings
         self.running = Running()    # `Session`s, for shutdown and the watchdog
         self.records = Running()    # their `status` records, for --status-path
@@ -86,6 +88,9 @@ class Sessions:
         except RuntimeError as error:  # no thread could be started: out of threads or memory
             log.error("session", f"cannot run the session: {error}")
             client.close_or_abort(protocol.INTERNAL_ERROR, "server out of resources", timeout=0.1)
+        except Exception as error:  # a bug: it ends this session, and writes no HTTP into it
+            log.error("session", f"internal error: {error!r}")
+            client.close_or_abort(protocol.INTERNAL_ERROR, "internal error", timeout=0.1)
         finally:
             if session is not None:
                 session.release()
@@ -124,12 +129,12 @@ class Session:
         self._config = sessions.config
         self._timings = sessions.timings
         self._sessions = sessions
-        self._reader_done = threading.Event()
-        self._stdout_closed = threading.Event()
+        self._reader_done = Latch()
+        self._stdout_closed = Latch()
+        self._writer_done = Latch()
         self._give_up_lock = threading.Lock()
         self._gave_up_stdout = False
         self._stderr = None
-        self._writer = None
 
     def run(self):
         """The two pumps, until both ends are done (the handler's thread)."""
@@ -138,18 +143,19 @@ class Session:
             self._stderr = self._sessions.stderr.follow(
                 program.stderr_fd, self.log,
                 self.client if self._config.passstderr else None, on_error=self._fail)
-        self._writer = threading.Thread(target=self._guarded,
-                                        args=(self._pump_program_to_client, "writer"),
-                                        name="session-writer", daemon=True)
-        self._writer.start()
+        try:
+            self._sessions.threads.start("session-writer", self._run_writer)
+        except RuntimeError:
+            self._writer_done.set()  # there is none: `release` may close the pipes
+            raise
         if program.popen is not None:
             self._sessions.exit_watch.add(program, self._on_exit)
         self._guarded(self._pump_client_to_program, "reader")
         # The client has gone or answered our close, and the program was told to end.
-        self._writer.join(self._timings.orphan_pipe_grace)
-        if self._writer.is_alive() and program.stdout_held_open():
+        if (not self._writer_done.wait(self._timings.orphan_pipe_grace)
+                and program.stdout_held_open()):
             self._give_up_stdout()
-        self._writer.join()
+        self._writer_done.wait()
 
     def release(self):
         """Whatever happened: the program ended and reaped, its pipes closed (idempotent)."""
@@ -168,8 +174,7 @@ class Session:
             if not stderr_done:
                 stderr_done = self._stderr.abandon()
         program.kill_group()
-        writer_done = self._writer is None or not self._writer.is_alive()
-        if stderr_done and writer_done:
+        if stderr_done and self._writer_done.is_set():
             # a thread still blocked on a pipe closes nothing under it: its fd could be reused
             program.close_pipes()
 
@@ -251,6 +256,12 @@ class Session:
     def _wait_stdin(self, fd):
         """The program is not reading: wait for it, unless the client hangs up meanwhile."""
         return proctree.wait_pipe(fd, writable=True, sock=self.client.sock)
+
+    def _run_writer(self):
+        try:
+            self._guarded(self._pump_program_to_client, "writer")
+        finally:
+            self._writer_done.set()
 
     def _pump_program_to_client(self):
         """The program's output to the client, then the close frame."""
