@@ -115,3 +115,19 @@ def test_no_restriction_accepts_any_or_no_origin(server):
     assert echo_works(srv)
     assert echo_works(srv, "null")
     assert echo_works(srv, "http://anywhere.test")
+
+
+@pytest.mark.parametrize("flag", ["--origin=h.test", "--sameorigin"])
+@pytest.mark.parametrize("origin", ["http://[x", "http://[::1"])
+def test_an_origin_that_cannot_be_parsed_gets_403_and_one_log_line(server, flag, origin):
+    import socket
+    srv = server(flag, "cat")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: h.test\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n"
+                     f"\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 403")
+    srv.wait_log(r"ERROR .*origin not allowed")
+    assert children_of(srv.proc.pid) == []
+    assert not any("Traceback" in line or "500" in line for line in srv.lines)

@@ -40,6 +40,8 @@ def as_received(text):
     ("  example.com:81  ", False, ("example.com", "81")),
     ("", False, ("", "80")),
     (None, True, ("", "443")),
+    ("user:pw@example.com", False, ("example.com", "80")),   # absolute-form target's netloc
+    ("u@p@[::1]:81", False, ("::1", "81")),
 ])
 def test_split_host(host, https, expected):
     assert environment.split_host(host, https) == expected

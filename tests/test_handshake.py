@@ -98,3 +98,11 @@ def test_the_origin_is_checked_before_the_form():
     ("websocket", "keep-alive", False), ("h2c", "Upgrade", False), ("", "", False)])
 def test_is_upgrade(upgrade, connection, expected):
     assert is_upgrade({"HTTP_UPGRADE": upgrade, "HTTP_CONNECTION": connection}) is expected
+
+
+@pytest.mark.parametrize("origin", ["http://[x", "http://[::1", "http://h.test:99999"])
+def test_an_origin_that_cannot_be_parsed_is_refused_with_403(origin):
+    for config in (Config(origins=("h.test",)), Config(sameorigin=True)):
+        with pytest.raises(Refused) as refusal:
+            accept(request(HTTP_ORIGIN=origin), config)
+        assert refusal.value.status == 403

@@ -84,7 +84,7 @@ def unique_id():
 def split_host(host_header, https):
     """SERVER_NAME and SERVER_PORT from a Host header (`h`, `h:p`, `[v6]`, `[v6]:p`)."""
     default_port = "443" if https else "80"
-    host = (host_header or "").strip()
+    host = (host_header or "").strip().rpartition("@")[2]  # absolute-form `user:pw@host`
     if host.startswith("["):
         name, _, rest = host[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""

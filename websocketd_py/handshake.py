@@ -101,10 +101,10 @@ def origin_allowed(origin, host, https, allowed, same_origin):
         return True
     if not origin or origin == "null":
         return False
-    parts = urlsplit(origin)
     try:
+        parts = urlsplit(origin)
         origin_port = parts.port
-    except ValueError:
+    except ValueError:  # `http://[x`, `http://h:99999`: no origin anyone could allow
         return False
     if origin_port is None:
         origin_port = 443 if parts.scheme in ("https", "wss") else 80

@@ -18,7 +18,7 @@ CAN_WATCH_HANGUP = hasattr(select, "poll") and hasattr(select, "POLLRDHUP")
 
 
 def prepare_stdin(fd):
-    """Make the child's stdin non-blocking where `wait_writable_or_hangup` can watch it."""
+    """Make the child's stdin non-blocking where `wait_pipe` can watch it."""
     if CAN_WATCH_HANGUP:
         os.set_blocking(fd, False)
 

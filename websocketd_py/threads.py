@@ -2,8 +2,8 @@
 
 Each session needs two threads (the request handler and the writer), and
 starting a `threading.Thread` makes the starter wait until the new thread
-runs: under the GIL, a hand-off that cost a sixth of the sessions per second
-with 16 connections churning (docs/performance.md, "churn"). In a `Pool` a
+runs: under the GIL, a hand-off that shows when connections churn
+(docs/performance.md, "Threads and one-shot signals"). In a `Pool` a
 thread whose work is done waits up to IDLE_SECONDS for the next piece of
 work before it ends, and `start` hands work to such a thread when there is
 one. The threads are ordinary named `threading.Thread`s (each takes the name
@@ -11,8 +11,8 @@ of its current job), so tracebacks and `threading.enumerate()` show them; an
 app's pool ends with the app (`Pool.close`).
 
 `Latch` is the one-shot signal between a session's threads: a lock held
-until set, about 0.1 KiB against a `threading.Event`'s 1.2 KiB, which an
-idle session would hold three times (docs/performance.md, "idle-rss").
+until set, a tenth of a `threading.Event`'s memory, which an idle session
+would hold three times (the same section has the figures).
 """
 
 import threading

@@ -85,16 +85,14 @@ def server_threads_on_one_cpu():
 
     The threads take turns holding the GIL. Spread over several CPUs, every
     hand-over wakes a thread on another CPU, which often finds the GIL taken
-    again by then and goes back to sleep (the convoy D. Beazley measured in
-    "Understanding the Python GIL", 2010). Measured with 50 connections
-    echoing: 3.6 context switches per message; on one CPU a woken thread waits
-    its turn, 0.7 switches per message and twice the messages per second
-    (docs/performance.md). Python code runs on one CPU at a time anyway. The
-    programs the server starts get every CPU (`every_cpu`). Threads inherit
-    the setting from the thread that starts them, so this is entered before
-    the server starts any; at the end the calling thread gets its CPUs back
-    (`api.serve` returns to the embedding program). Elsewhere, or with one
-    CPU, nothing changes.
+    again by then and goes back to sleep (the convoy D. Beazley described in
+    "Understanding the Python GIL", 2010); on one CPU a woken thread waits its
+    turn (docs/performance.md, "Process-wide tuning", has the figures).
+    Python code runs on one CPU at a time anyway. The programs the server
+    starts get every CPU (`every_cpu`). Threads inherit the setting from the
+    thread that starts them, so this is entered before the server starts
+    any; at the end the calling thread gets its CPUs back. Elsewhere, or with
+    one CPU, nothing changes.
     """
     global _every_cpu, _server_cpu
     chosen = _keep_to_one_cpu()
@@ -154,8 +152,7 @@ def every_cpu():
     A child inherits the CPUs of the thread that starts it, from its first
     instruction on: started from a thread kept to one CPU
     (`server_threads_on_one_cpu`), its exec and start-up would queue behind
-    the server's threads (measured: churn-16 lost 29% of its sessions per
-    second when the children's CPUs were widened only once they had started).
+    the server's threads, and widening its CPUs once it runs comes too late.
     """
     every, one = _every_cpu, _server_cpu
     if every is None:
@@ -180,12 +177,10 @@ def use_one_malloc_arena():
 
     glibc gives threads up to 8 arenas per core; each session's thread then
     leaves freed memory in whichever arena it used, and RSS per idle session
-    grows with the session count (measured: 102 KiB per session at 1,000
-    sessions, 86 KiB with one arena). Python allocates under the GIL, so the
+    grows with the session count. Python allocates under the GIL, so the
     threads hardly contend for the one arena (zlib and OpenSSL, with
-    --compress and --ssl, allocate without it; echo was unchanged in an
-    A/B run). A limit set by the user (MALLOC_ARENA_MAX, or arena_max in
-    GLIBC_TUNABLES) is left as it is.
+    --compress and --ssl, allocate without it). A limit set by the user
+    (MALLOC_ARENA_MAX, or arena_max in GLIBC_TUNABLES) is left as it is.
     """
     if (not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ
             or "arena_max" in os.environ.get("GLIBC_TUNABLES", "")):
