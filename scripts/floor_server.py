@@ -11,7 +11,7 @@ the environment), sends each stdout read as one frame from a second thread,
 and on the client's close frame closes stdin, waits for CMD and answers.
 One thread per connection plus one writer, as in websocketd-py, so what
 websocketd-py spends above this floor is its own per-session Python work
-(docs/performance.md, "What bounds each scenario").
+(docs/performance.md, "Churn").
 """
 import base64
 import hashlib
