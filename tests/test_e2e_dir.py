@@ -231,11 +231,12 @@ def test_paths_that_are_not_utf8_get_404_and_a_clean_log(dir_server):
 def test_plain_http_get_to_a_script_says_a_websocket_client_is_needed(dir_server):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(dir_server.url("/script.sh", "http"), timeout=10)
-    assert error.value.code == 400
+    assert error.value.code == 404
     assert b"WebSocket client" in error.value.read()
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(dir_server.url("/missing", "http"), timeout=10)
     assert error.value.code == 404
+    assert error.value.read() == b"404 page not found\n"
     assert started_nothing(dir_server)
 
 

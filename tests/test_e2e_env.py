@@ -156,7 +156,7 @@ def test_every_variable_for_one_connection(server):
     assert env["SERVER_SOFTWARE"].startswith("websocketd/")
     assert "websocketd-py" in env["SERVER_SOFTWARE"]
     assert __version__ in env["SERVER_SOFTWARE"].split("websocketd-py", 1)[1]
-    assert env["GATEWAY_INTERFACE"] == "websocketd-CGI/0.1"
+    assert env["GATEWAY_INTERFACE"] == "CGI/1.1"
     assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
     assert env["REQUEST_METHOD"] == "GET"
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(srv.port))

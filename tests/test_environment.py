@@ -190,7 +190,7 @@ def test_build_gives_exactly_the_cgi_variables():
         "FOO": "bar",
         "PYTHONUNBUFFERED": "1",
         "SERVER_SOFTWARE": f"websocketd/0.4.1 (websocketd-py/{__version__})",
-        "GATEWAY_INTERFACE": "websocketd-CGI/0.1",
+        "GATEWAY_INTERFACE": "CGI/1.1",
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REQUEST_METHOD": "GET",
         "SERVER_NAME": "example.com",

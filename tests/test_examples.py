@@ -159,7 +159,7 @@ def test_env_dump_shows_the_cgi_variables(server):
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["SERVER_PORT"] == str(srv.port)
     assert env["SERVER_SOFTWARE"].startswith("websocketd/")
-    assert env["GATEWAY_INTERFACE"] == "websocketd-CGI/0.1"
+    assert env["GATEWAY_INTERFACE"] == "CGI/1.1"
     assert env["HTTP_X_STUDENT"] == "Ann"
     assert "PATH" in env and "HOME" not in env  # only --passenv variables pass through
 

@@ -107,8 +107,8 @@ def session_log(server):
         messages, code, _ = receive_all(ws)
     assert code == 1000
     srv.wait_log(r"\| DISCONNECT$")
-    assert plain_get(srv) == 400
-    srv.wait_log(r"\| 400 ")
+    assert plain_get(srv) == 404
+    srv.wait_log(r"\| 404 ")
     assert srv.stop() == 0
     assert srv.stderr_lines == []
     return srv, messages, [parse_line(line) for line in srv.lines]
@@ -179,7 +179,7 @@ def test_session_lines_connect_stderr_disconnect(session_log):
 
 def test_plain_http_request_has_an_access_line(session_log):
     srv, _, entries = session_log
-    plain = [e for e in entries if e["category"] == "http" and e["message"].startswith("400")]
+    plain = [e for e in entries if e["category"] == "http" and e["message"].startswith("404")]
     assert len(plain) == 1
     assert plain[0]["level"] == "ACCESS"
     assert plain[0]["fields"] == {"url": f"http://127.0.0.1:{srv.port}/", "remote": "127.0.0.1"}
@@ -243,7 +243,7 @@ def test_loglevel_none_prints_nothing_for_a_whole_session(server):
     srv = start_quiet_server(server, "--loglevel=none", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
         assert receive_all(ws)[:2] == (["hi"], 1000)
-    assert plain_get(srv) == 400
+    assert plain_get(srv) == 404
     assert srv.stop() == 0
     assert srv.lines == []
     assert srv.stderr_lines == []
@@ -253,7 +253,7 @@ def test_loglevel_error_shows_stderr_but_no_access_lines(server):
     srv = start_quiet_server(server, "--loglevel=error", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
         assert receive_all(ws)[:2] == (["hi"], 1000)
-    assert plain_get(srv) == 400
+    assert plain_get(srv) == 404
     srv.wait_log(r"\| ERROR  \| stderr .* \| oops$")
     assert srv.stop() == 0
     entries = [parse_line(line) for line in srv.lines]
@@ -277,7 +277,7 @@ def test_loglevel_debug_shows_the_environment(server):
     assert __version__ in env["SERVER_SOFTWARE"]
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["SERVER_PORT"] == str(srv.port)
-    assert env["GATEWAY_INTERFACE"] == "websocketd-CGI/0.1"
+    assert env["GATEWAY_INTERFACE"] == "CGI/1.1"
     assert "HTTP_SEC_WEBSOCKET_KEY" in env
 
 

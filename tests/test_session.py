@@ -269,14 +269,16 @@ def test_handshake_with_bad_key_or_version_gets_400_and_no_process(server):
     assert children_of(srv.proc.pid) == []
 
 
-def test_plain_http_to_the_endpoint_says_a_websocket_client_is_needed(server):
+def test_plain_http_to_the_endpoint_is_websocketds_404_saying_a_websocket_client_is_needed(
+        server):
     import urllib.error
     import urllib.request
     srv = server("cat")
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(srv.url("/", "http"), timeout=10)
-    assert error.value.code == 400
-    assert b"WebSocket client" in error.value.read()
+    assert error.value.code == 404
+    body = error.value.read()
+    assert body.startswith(b"404 page not found\n") and b"WebSocket client" in body
 
 
 def test_maxforks_refuses_with_429_before_any_process(server):

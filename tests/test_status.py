@@ -69,7 +69,7 @@ def test_only_that_exact_path_answers_and_a_query_is_ignored(server):
     assert status(srv, "/_status?verbose=1")["session_count"] == 0
     for path in ("/_status/", "/_status/x", "/_statusx", "/_STATUS", "/x/_status"):
         status_code, headers, body = request(srv.port, "GET", path)
-        assert (status_code, headers["content-type"].split(";")[0]) == (400, "text/plain"), path
+        assert (status_code, headers["content-type"].split(";")[0]) == (404, "text/plain"), path
         assert b"WebSocket endpoint" in body
 
 
@@ -97,7 +97,7 @@ def test_other_methods_get_405(server):
 
 def test_it_is_off_by_default(server):
     srv = server("cat")
-    assert request(srv.port, "GET", "/_status")[0] == 400
+    assert request(srv.port, "GET", "/_status")[0] == 404
 
 
 def test_it_needs_the_credentials_basic_auth_asks_for(server):

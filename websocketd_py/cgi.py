@@ -108,8 +108,7 @@ class CgiScripts:
             environ, script, self.config.reverselookup,
             headers=[(n, v) for n, v in headers if n.lower() not in _BODY_HEADERS])
         env = environment.build(request, self.config.passenv)
-        env.update(GATEWAY_INTERFACE="CGI/1.1",
-                   SERVER_PROTOCOL=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        env.update(SERVER_PROTOCOL=environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
                    CONTENT_LENGTH=str(body_length) if body_length else "",
                    CONTENT_TYPE=environ.get("CONTENT_TYPE", "").replace("\0", ""),
                    SCRIPT_FILENAME=script.argv[0])

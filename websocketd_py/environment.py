@@ -20,7 +20,7 @@ from . import WEBSOCKETD_COMPAT_VERSION, __version__, launching
 from .decoding import as_sent, request_target
 
 SERVER_SOFTWARE = f"websocketd/{WEBSOCKETD_COMPAT_VERSION} (websocketd-py/{__version__})"
-GATEWAY_INTERFACE = "websocketd-CGI/0.1"
+GATEWAY_INTERFACE = "CGI/1.1"  # RFC 3875; websocketd 0.4.1 said websocketd-CGI/0.1
 
 _TOKEN = re.compile(r"[A-Za-z0-9-]+\Z")        # header names we map (no "_")
 _CONTROL = str.maketrans({c: " " for c in [*range(0x09), *range(0x0A, 0x20), 0x7F]})

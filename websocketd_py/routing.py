@@ -29,6 +29,8 @@ from .session import Sessions, Timings
 from .threads import Pool
 from .watchdog import HINT_AFTER, Watchdog
 
+#: websocketd's answer (Go's http.NotFound) where nothing serves a plain request.
+NOT_FOUND = "404 page not found"
 #: How long ending every session may take at shutdown before the rest is killed.
 SHUTDOWN_GRACE = 2.5
 #: While the sessions end at shutdown, how often to look again (and for late ones).
@@ -73,7 +75,7 @@ class WebsocketdApp:
             endpoint = endpoint_for(self.config, target)
             if upgrade:
                 if endpoint is None:
-                    raise Refused(404, "Not found: no WebSocket endpoint at this path")
+                    raise Refused(404, NOT_FOUND + "\nno WebSocket endpoint at this path")
                 return self.upgrade(environ, endpoint)
             return self.plain_http(environ, start_response, endpoint)
         except Refused as refusal:
@@ -116,10 +118,10 @@ class WebsocketdApp:
         if self.static_app is not None:
             return self.static_app(environ, start_response)
         if endpoint is not None:
-            raise Refused(400, "Bad Request: this URL is a WebSocket endpoint; connect to it "
+            raise Refused(404, NOT_FOUND + "\nthis URL is a WebSocket endpoint: connect to it "
                                "with a WebSocket client (ws:// URL), or start websocketd-py "
                                "with --devconsole to get a test page here")
-        raise Refused(404, "Not found")
+        raise Refused(404, NOT_FOUND)
 
     # -- the WebSocket path --------------------------------------------------------
 

@@ -44,6 +44,8 @@ POLL_INTERVAL = 0.1
 UNIX_CLIENT_ADDRESS = ("unix:", "")
 #: A header name is a token (RFC 9110 §5.6.2).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+#: Control characters, which Go refuses in a request target.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class RequestHandler(WSGIRequestHandler):
@@ -58,14 +60,16 @@ class RequestHandler(WSGIRequestHandler):
         return f"websocketd-py/{__version__}"
 
     def parse_request(self):
-        """http.server's parsing, refusing with 400 the header lines it lets through.
-
-        http.server silently drops the headers after a line without a colon
-        and keeps a header without a name; Go's net/http, and so websocketd,
-        answers 400 to these instead of guessing. (Values are the app's
-        business: folds are joined, control characters become spaces.)
+        """http.server's parsing, refusing with 400 what it lets through and Go's net/http
+        (so websocketd) does not: a control character in the request target, a
+        header line without a colon (http.server silently drops the headers
+        after it) or without a name. (Header values are the app's business:
+        folds are joined, control characters become spaces.)
         """
         if not super().parse_request():
+            return False
+        if _CONTROL.search(self.path):
+            self.send_error(400, "Bad Request: control character in the request target")
             return False
         if _malformed(self.headers):
             self.send_error(400, "Bad Request: malformed header line")

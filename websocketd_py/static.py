@@ -18,7 +18,7 @@ from .decoding import as_wsgi, request_target
 
 
 def _not_found(environ, start_response):
-    return Response("Not found\n", 404, mimetype="text/plain")(environ, start_response)
+    return Response("404 page not found\n", 404, mimetype="text/plain")(environ, start_response)
 
 
 class StaticFiles:
