@@ -44,6 +44,11 @@ POLL_INTERVAL = 0.1
 UNIX_CLIENT_ADDRESS = ("unix:", "")
 #: A header name is a token (RFC 9110 §5.6.2).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+#: After a response, the most of the client's further bytes read and discarded
+#: (websocketd's net/http: 256 KiB) before the connection is closed.
+DRAIN_BYTES = 256 * 1024
+#: WSGI environ key: the request's `RequestFile`.
+REQUEST_FILE = "websocketd_py.request_file"
 #: Control characters, which Go refuses in a request target.
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
@@ -58,6 +63,10 @@ class RequestHandler(WSGIRequestHandler):
 
     def version_string(self):
         return f"websocketd-py/{__version__}"
+
+    def setup(self):
+        super().setup()
+        self.rfile = RequestFile(self.rfile)
 
     def parse_request(self):
         """http.server's parsing, refusing with 400 what it lets through and Go's net/http
@@ -82,6 +91,7 @@ class RequestHandler(WSGIRequestHandler):
             environ["wsgi.url_scheme"] = "https"
         # The headers as received (order, repeats), for the process environment.
         environ["websocketd_py.headers"] = list(self.headers.items())
+        environ[REQUEST_FILE] = self.rfile
         environ[TAKEN_OVER_ENDS_CONNECTION] = True  # see connection_dropped
         return environ
 
@@ -115,7 +125,7 @@ class RequestHandler(WSGIRequestHandler):
 
     def send_error(self, code, message=None, explain=None):
         """http.server's own errors (bad request line, headers too long) get --header(-http) too."""
-        extra = getattr(self.server.app, "http_headers", ())
+        extra = getattr(self.server.served_app, "http_headers", ())
         if not extra:
             return super().send_error(code, message, explain)
         plain_end_headers = self.end_headers
@@ -129,6 +139,66 @@ class RequestHandler(WSGIRequestHandler):
             return super().send_error(code, message, explain)
         finally:
             del self.end_headers
+
+
+class RequestFile:
+    """The connection's read stream, which werkzeug cannot drain without bound.
+
+    After every response werkzeug reads what the client still sends, up to
+    10 MB a read and for as long as it comes: a client that sends a large
+    body and then trickles holds that memory. Once the response is sent
+    (`BoundedDrain`), reads here discard at most DRAIN_BYTES in all and then
+    say end of stream, so the connection closes, as websocketd does; a
+    connection reset during that is end of stream too (werkzeug would leave
+    its selector open until garbage collection).
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.response_sent = False
+        self._drained = 0
+
+    def read(self, size=-1):
+        if not self.response_sent:
+            return self._stream.read(size)
+        if self._drained >= DRAIN_BYTES:
+            return b""
+        try:
+            data = self._stream.read1(DRAIN_BYTES - self._drained)
+        except OSError:
+            return b""
+        self._drained += len(data)
+        return data
+
+    def __getattr__(self, name):  # readline, read1, peek, close, ... as the stream has them
+        return getattr(self._stream, name)
+
+
+class BoundedDrain:
+    """The app of a listener, telling the request's `RequestFile` when its response is sent."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        return _Response(self.app(environ, start_response), environ.get(REQUEST_FILE))
+
+
+class _Response:
+    """An app's response body; once all of it is handed to werkzeug, draining is bounded."""
+
+    def __init__(self, body, request_file):
+        self._body = body
+        self._request_file = request_file
+
+    def __iter__(self):
+        yield from self._body
+        if self._request_file is not None:
+            self._request_file.response_sent = True
+
+    def close(self):
+        if hasattr(self._body, "close"):
+            self._body.close()
 
 
 def _malformed(headers):
@@ -329,9 +399,10 @@ class Listener(ThreadedWSGIServer):
     def __init__(self, sock, app, threads, log, shown_host, tls_context=None, unix_file=None):
         host = f"unix://{unix_file[0]}" if unix_file else sock.getsockname()[0]
         try:
-            super().__init__(host, 0, app, RequestHandler, fd=sock.fileno())
+            super().__init__(host, 0, BoundedDrain(app), RequestHandler, fd=sock.fileno())
         finally:
             sock.close()  # werkzeug works on its own duplicate of the socket
+        self.served_app = app
         self.threads = threads  # a `threads.Pool`: the app's
         self.server_log = log  # not `log`: werkzeug calls `self.log(type, message)` itself
         self.shown_host = shown_host
@@ -478,7 +549,7 @@ def startup_lines(config, listeners):
     if config.cgidir:
         lines.append(("Serving CGI scripts from    ", config.cgidir))
     for listener in listeners:
-        if isinstance(listener.app, RedirectApp):  # the label as websocketd words it
+        if isinstance(listener.served_app, RedirectApp):  # the label as websocketd words it
             lines.append(("Starting redirect server   ", listener.url("http")))
             continue
         secure = "s" if listener.tls_context is not None else ""
