@@ -81,6 +81,17 @@ def unique_id():
     return f"{time.time_ns() // 1000}{next(_unique_counter):04d}"
 
 
+#: RFC 3986's `host [ ":" port ]`: a bracketed IP literal, or a reg-name (an IPv4 address
+#: is one), which is what Go's net/http, and so websocketd, accepts in a Host header.
+_HOST_HEADER = re.compile(r"(?:\[[0-9A-Za-z:.%_~-]+\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)"
+                          r"(?::[0-9]*)?\Z")
+
+
+def valid_host_header(value):
+    """Whether a Host header value (blanks around it allowed) is `host[:port]`."""
+    return bool(_HOST_HEADER.match(value.strip(" \t")))
+
+
 def split_host(host_header, https):
     """SERVER_NAME and SERVER_PORT from a Host header (`h`, `h:p`, `[v6]`, `[v6]:p`)."""
     default_port = "443" if https else "80"

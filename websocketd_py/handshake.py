@@ -12,7 +12,6 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import re
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -21,8 +20,6 @@ from .refused import Refused
 
 #: RFC 6455 §1.3: appended to the client's key before hashing it for Sec-WebSocket-Accept.
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#: Not allowed in a Host header (as Go's net/http, so websocketd, refuses it).
-_NOT_HOST_CHARACTER = re.compile("[^\x21-\x7e]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +75,8 @@ def _check_form(environ):
         raise Refused(400, "Bad Request: a WebSocket upgrade needs HTTP/1.1")
     if "HTTP_HOST" not in environ:
         raise Refused(400, "Bad Request: missing Host header (HTTP/1.1 requires one)")
-    if _NOT_HOST_CHARACTER.search(environ["HTTP_HOST"].strip(" \t")):
-        raise Refused(400, "Bad Request: malformed Host header (ASCII without spaces only)")
+    if not environment.valid_host_header(environ["HTTP_HOST"]):
+        raise Refused(400, "Bad Request: malformed Host header (host[:port] only)")
     if any(key.startswith("HTTP_") and "\0" in value for key, value in environ.items()):
         raise Refused(400, "Bad Request: NUL in a header value")  # other controls: spaces
     version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()

@@ -21,7 +21,7 @@ import time
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from . import __version__, auth, listening, tls, unixsocket
+from . import __version__, auth, environment, listening, tls, unixsocket
 from .log import Log
 from .redirect import RedirectApp
 from .routing import WebsocketdApp
@@ -79,6 +79,10 @@ class RequestHandler(WSGIRequestHandler):
             return False
         if _CONTROL.search(self.path):
             self.send_error(400, "Bad Request: control character in the request target")
+            return False
+        problem = _header_problem(self.headers)
+        if problem is not None:
+            self.send_error(400, f"Bad Request: {problem}")
             return False
         if _malformed(self.headers):
             self.send_error(400, "Bad Request: malformed header line")
@@ -199,6 +203,23 @@ class _Response:
     def close(self):
         if hasattr(self._body, "close"):
             self._body.close()
+
+
+def _header_problem(headers):
+    """What Go's net/http refuses in headers that http.server lets through, or None: a
+    Host that is not host[:port], more than one Host, Content-Length headers that
+    disagree or are not a number."""
+    hosts = headers.get_all("Host") or []
+    if len(hosts) > 1:
+        return "more than one Host header"
+    if hosts and not environment.valid_host_header(hosts[0]):
+        return "malformed Host header (host[:port] only)"
+    lengths = {value.strip() for value in headers.get_all("Content-Length") or []}
+    if len(lengths) > 1:
+        return "conflicting Content-Length headers"
+    if lengths and not all(length.isascii() and length.isdigit() for length in lengths):
+        return "Content-Length is not a number"
+    return None
 
 
 def _malformed(headers):
