@@ -42,9 +42,9 @@ LINE = re.compile(
     rf"^(?P<time>{_DAY}, \d\d {_MONTH} \d{{4}} \d\d:\d\d:\d\d [+-]\d{{4}})"
     r" \| (?P<level>DEBUG |TRACE |ACCESS|INFO  |ERROR |FATAL )"
     r" \| (?P<category>[a-z]+ *)"
-    r" \| (?P<fields>(?:[a-z]+:'[^'\n]*'(?: [a-z]+:'[^'\n]*')*)?)"
+    r" \| (?P<fields>(?:[a-z]+:'(?:[^'\\\n]|\\.)*'(?: [a-z]+:'(?:[^'\\\n]|\\.)*')*)?)"
     r" \| (?P<message>[^\n]*)$")
-FIELD = re.compile(r"([a-z]+):'([^']*)'")
+FIELD = re.compile(r"([a-z]+):'((?:[^'\\]|\\.)*)'")  # \\ and \' escaped in values
 
 
 def parse_line(line):
@@ -369,6 +369,19 @@ def test_control_characters_in_field_values_are_replaced_too():
                                (("command", "/srv/a\nb"), ("origin", "x\ry\x1b[2J")))
     assert stream.getvalue().count("\n") == 1
     assert entries_of(stream)[0]["fields"] == {"command": "/srv/a b", "origin": "x y [2J"}
+
+
+def test_quotes_in_field_values_cannot_forge_another_field():
+    stream = io.StringIO()
+    Log("debug", stream).write("access", "session", "CONNECT", (
+        ("origin", "http://a' remote:'10.9.8.7"), ("remote", "127.0.0.1"),
+        ("command", "C:\\odd\\")))
+    line = stream.getvalue()
+    assert "origin:'http://a\\' remote:\\'10.9.8.7' remote:'127.0.0.1'" in line
+    entry = entries_of(stream)[0]
+    assert entry["keys"] == ["origin", "remote", "command"]
+    assert entry["fields"]["remote"] == "127.0.0.1"
+    assert entry["fields"]["command"] == "C:\\\\odd\\\\"  # as written: escaped
 
 
 def test_unicode_line_breaks_in_messages_are_replaced():

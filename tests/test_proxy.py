@@ -5,6 +5,7 @@ the trusted proxy, 127.0.0.1 a client that connects directly and tries to
 choose its own REMOTE_ADDR. (tests/test_nginx.py does the same behind nginx.)
 """
 
+import io
 import json
 import socket
 
@@ -13,6 +14,7 @@ from websockets.sync.client import connect
 
 from websocketd_py import cli, proxy
 from websocketd_py.config import UsageError
+from websocketd_py.log import Log
 
 from test_e2e_env import PROGRAM
 
@@ -66,7 +68,7 @@ def seen_by_the_app(remote_addr, headers):
                     for name, value in headers.items()})
     seen = {}
     app = proxy.TrustedProxies(lambda env, start_response: seen.update(env) or [],
-                               ["127.0.0.2"])
+                               ["127.0.0.2"], Log("debug", io.StringIO()))
     app(environ, None)
     return seen
 
@@ -83,6 +85,21 @@ def test_a_trusted_proxy_that_forwards_nothing_changes_nothing():
     seen = seen_by_the_app("127.0.0.2", {})
     assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"], seen["HTTP_HOST"]) == (
         "127.0.0.2", 40000, "10.9.9.9:8081")
+
+
+@pytest.mark.parametrize("forwarded", ["evil' remote:'10.9.8.7", "unix:", "a.b.c.d", "::1x"])
+def test_a_forwarded_address_that_is_no_address_is_ignored_and_logged(forwarded):
+    stream = io.StringIO()
+    seen = {}
+    app = proxy.TrustedProxies(lambda env, start_response: seen.update(env) or [],
+                               ["127.0.0.2"], Log("debug", stream))
+    app({"REMOTE_ADDR": "127.0.0.2", "REMOTE_PORT": 40000, "wsgi.url_scheme": "http",
+         "HTTP_HOST": "h", "SERVER_NAME": "h", "SERVER_PORT": "80",
+         "HTTP_X_FORWARDED_FOR": forwarded}, None)
+    assert seen["REMOTE_ADDR"] == "127.0.0.2"
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "X-Forwarded-For is not an IP address" in lines[0]
+    assert "remote:'127.0.0.2'" in lines[0] and "remote:'10.9.8.7'" not in lines[0]
 
 
 def test_any_other_peer_cannot_choose_what_the_app_sees():

@@ -29,6 +29,12 @@ def _one_line(value):
     return text if text.isprintable() else text.translate(_ONE_LINE)
 
 
+def _field_value(value):
+    """A field value that cannot end its quotes early: a key:'value' pair another field's
+    text cannot forge (`\\` and `\'` escaped, control characters made spaces)."""
+    return _one_line(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
 def _timestamp():
     return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime())
 
@@ -48,7 +54,7 @@ class Log:
         """Write one entry if `level` passes the threshold; `fields` is (key, value) pairs."""
         if _RANK[level] < self.threshold:
             return
-        pairs = " ".join(f"{key}:'{_one_line(value)}'" for key, value in fields)
+        pairs = " ".join(f"{key}:'{_field_value(value)}'" for key, value in fields)
         line = (
             f"{_timestamp()} | {level.upper():<6} | {category:<10} | {pairs} | "
             f"{_one_line(message)}\n"

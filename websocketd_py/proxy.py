@@ -52,12 +52,18 @@ def is_trusted(address, networks):
 
 
 class TrustedProxies:
-    """WSGI middleware: ProxyFix for requests from a --trusted-proxy, nothing for the others."""
+    """WSGI middleware: ProxyFix for requests from a --trusted-proxy, nothing for the others.
 
-    def __init__(self, app, entries):
+    A forwarded address that is not an IP address is ignored (the peer's stays,
+    and the log says so once per request): it would reach REMOTE_ADDR and the
+    log as it is.
+    """
+
+    def __init__(self, app, entries, log):
         self.app = app
         self.networks = parse_networks(entries)
-        self.forwarded = ProxyFix(app, x_for=1, x_proto=1, x_host=1, x_port=1)
+        self.log = log
+        self.forwarded = ProxyFix(self._checked, x_for=1, x_proto=1, x_host=1, x_port=1)
 
     def __call__(self, environ, start_response):
         if not is_trusted(environ.get("REMOTE_ADDR", ""), self.networks):
@@ -65,3 +71,14 @@ class TrustedProxies:
         if environ.get("HTTP_X_FORWARDED_FOR"):
             environ["REMOTE_PORT"] = ""
         return self.forwarded(environ, start_response)
+
+    def _checked(self, environ, start_response):
+        """Behind ProxyFix: put the peer's address back if the forwarded one is no address."""
+        try:
+            ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
+        except ValueError:
+            peer = environ["werkzeug.proxy_fix.orig"]["REMOTE_ADDR"]
+            self.log.write("error", "http", "X-Forwarded-For is not an IP address: ignored",
+                           (("remote", peer), ("forwarded", environ.get("REMOTE_ADDR", ""))))
+            environ["REMOTE_ADDR"] = peer
+        return self.app(environ, start_response)

@@ -602,7 +602,7 @@ def build_app(config, log):
         app.cgi_scripts = CgiScripts(config.cgidir, config, log, app.sessions.stderr)
     if config.trusted_proxies:
         from .proxy import TrustedProxies
-        app.wsgi_app = TrustedProxies(app.wsgi_app, config.trusted_proxies)
+        app.wsgi_app = TrustedProxies(app.wsgi_app, config.trusted_proxies, log)
     return app
 
 
