@@ -23,30 +23,17 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 import websocketd_py
-from conftest import IS_LINUX, Server, wait_for, wait_for_no_leftovers
-from test_e2e_cgi import request
-from test_e2e_env import PROGRAM
-from test_session import receive_all
+from helpers import (IS_LINUX, PROGRAM, Server, receive_all, request, wait_for,
+                     wait_for_no_leftovers)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embedding" / "app.py"
 
 
 class PythonProgram(Server):
-    """conftest's `Server`, running `python ARGS`: a program that embeds websocketd-py."""
+    """helpers' `Server`, running `python ARGS`: a program that embeds websocketd-py."""
 
     def __init__(self, args):
-        self.proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        self.lines, self.stderr_lines = [], []
-        self._changed = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._collect, args=(self.proc.stdout, self.lines),
-                             daemon=True),
-            threading.Thread(target=self._collect, args=(self.proc.stderr, self.stderr_lines),
-                             daemon=True)]
-        for reader in self._readers:
-            reader.start()
-        self.port = None
+        self._start([sys.executable, *args])
 
 
 @pytest.fixture

@@ -18,9 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from test_e2e_cgi import env_of, request, script
-from test_e2e_env import PROGRAM
-from test_session import receive_all
+from helpers import PROGRAM, env_of, receive_all, request, script
 from websocketd_py import auth
 
 USER, PASSWORD = "ann", "s3cret:Pa55 word"   # a password may hold ":" and spaces

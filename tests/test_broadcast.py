@@ -20,8 +20,7 @@ from websockets.sync.client import connect
 from werkzeug.serving import make_server
 
 import websocketd_py
-from conftest import process_state, wait_for
-from test_session import receive_all
+from helpers import process_state, receive_all, wait_for
 
 PY = sys.executable
 #: Echoes every stdin line as "PID line"; the line "exit N" ends it with status N.

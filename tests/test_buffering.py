@@ -5,7 +5,7 @@ import sys
 
 from websockets.sync.client import connect
 
-from test_session import receive_all
+from helpers import receive_all
 
 #: Prints without flushing, then waits for a line on stdin before it exits: with its stdout
 #: buffered, the printed line could only arrive after the client has answered.

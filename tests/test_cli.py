@@ -21,7 +21,7 @@ import websocketd_py
 from websocketd_py import cli, oslayer
 from websocketd_py.config import Config, UsageError
 
-from conftest import leftover_processes, wait_for_no_leftovers
+from helpers import leftover_processes, wait_for_no_leftovers
 
 PY = sys.executable
 IS_POSIX = os.name == "posix"

@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from test_session import echo_through_binary_cat, receive_all
+from helpers import echo_through_binary_cat, receive_all
 from websocketd_py import compression, framing
 
 TAIL = b"\x00\x00\xff\xff"

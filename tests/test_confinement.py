@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import children_of
+from helpers import children_of
 
 SECRET = "TOP-SECRET-5f3a9c"
 REFUSALS = {400, 403, 404, 414}

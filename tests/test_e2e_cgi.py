@@ -9,61 +9,20 @@ import http.client
 import os
 import signal
 import socket
-import textwrap
 import threading
 
 import pytest
 from websockets.sync.client import connect
 
-from conftest import children_of, wait_for, wait_for_no_leftovers
+from helpers import (children_of, env_of, request, script, start_on_free_port, wait_for,
+                     wait_for_no_leftovers)
 
 OK_HEADERS = r"printf 'Content-Type: text/plain\r\n\r\n'"
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def cgi_server(server, root, *args, env=None):
     """websocketd-py with --cgidir=root on a free port (no URL is logged for --cgidir alone)."""
-    port = free_port()
-    srv = server(f"--port={port}", "--address=127.0.0.1", f"--cgidir={root}", *args,
-                 port_flag=False, wait=False, env=env)
-    srv.port = port
-    wait_for(lambda: listening(port) or srv.proc.poll() is not None, message="the listener")
-    assert srv.proc.poll() is None, srv.log_text()
-    return srv
-
-
-def script(directory, name, body, mode=0o755):
-    """A /bin/sh script `name` in `directory`; its path."""
-    path = directory / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
-    path.chmod(mode)
-    return path
-
-
-def request(port, method, path, body=None, headers=None):
-    """(status, headers as a dict with lower-case names, body) of one request."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return (response.status, {k.lower(): v for k, v in response.getheaders()},
-                response.read())
-    finally:
-        conn.close()
+    return start_on_free_port(server, f"--cgidir={root}", *args, env=env)
 
 
 def raw(port, data):
@@ -74,10 +33,6 @@ def raw(port, data):
         while chunk := sock.recv(65536):
             received += chunk
         return received
-
-
-def env_of(body):
-    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
 
 
 @pytest.fixture

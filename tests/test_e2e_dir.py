@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from test_e2e_env import raw_upgrade
+from helpers import raw_upgrade
 
 REPORT = '#!/bin/sh\necho "SCRIPT_NAME=$SCRIPT_NAME"\necho "PATH_INFO=$PATH_INFO"\n'
 

@@ -1,15 +1,11 @@
 """The environment a real process gets through a real server (SPEC §4, command mode).
 
-COMMAND is a Python one-liner that sends its whole initial environment as one
-JSON line. It reads /proc/self/environ rather than os.environ, because Python
-adds LC_CTYPE to os.environ by itself in a C locale; the bytes are carried as
-latin-1 code points so the test sees exactly the bytes the process got.
+COMMAND is `helpers.PROGRAM`, a Python one-liner that sends its whole initial
+environment as one JSON line, exactly the bytes the process got.
 """
 
 import json
 import os
-import socket
-import sys
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -17,24 +13,10 @@ from websockets.sync.client import connect
 
 from websocketd_py import __version__
 
-DUMP_ENV = (
-    "import json, os\n"
-    "try:\n"
-    "    raw = open('/proc/self/environ', 'rb').read()\n"
-    "except OSError:\n"
-    "    raw = b''.join(k + b'=' + v + b'\\0' for k, v in os.environb.items())\n"
-    "pairs = (item.decode('latin-1').split('=', 1) for item in raw.split(b'\\0') if item)\n"
-    "print(json.dumps(dict(pairs)))\n")
-PROGRAM = (sys.executable, "-I", "-c", DUMP_ENV)
+from helpers import PROGRAM, STANDARD, raw_upgrade
 
-STANDARD = {
-    "SERVER_SOFTWARE", "GATEWAY_INTERFACE", "SERVER_PROTOCOL", "REQUEST_METHOD", "SERVER_NAME",
-    "SERVER_PORT", "REMOTE_ADDR", "REMOTE_PORT", "REMOTE_HOST", "SCRIPT_NAME", "PATH_INFO",
-    "PATH_TRANSLATED", "QUERY_STRING", "REQUEST_URI", "UNIQUE_ID", "AUTH_TYPE",
-    "CONTENT_LENGTH", "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_USER"}
 #: Set for every process unless --passenv passes the server's own (see test_buffering).
 DEFAULTS = {"PYTHONUNBUFFERED"}
-WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
 def env_over_websockets(srv, path="/"):
@@ -49,93 +31,6 @@ def env_over_websockets(srv, path="/"):
             assert closed.rcvd is not None and closed.rcvd.code == 1000, closed
         assert len(messages) == 1, messages
         return json.loads(messages[0]), client_port, ws.request
-
-
-class RawReply:
-    """What a hand-written upgrade got: status, head, body or messages, close code."""
-
-    def __init__(self, status, head, body=b"", messages=(), close_code=None, client_port=None):
-        self.status, self.head, self.body = status, head, body
-        self.messages, self.close_code, self.client_port = list(messages), close_code, client_port
-
-    def env(self):
-        assert self.status == 101, (self.head, self.body)
-        assert self.close_code == 1000 and len(self.messages) == 1, (self.messages,
-                                                                      self.close_code)
-        return json.loads(self.messages[0])
-
-
-def raw_upgrade(port, target="/", headers=b"", host=None):
-    """A WebSocket upgrade written by hand, so headers can be repeated, folded or odd.
-
-    `headers` are raw header lines (bytes, each ending in CRLF). Reads the whole
-    session: every text message until the server's close frame, which it answers.
-    """
-    host_line = b"Host: " + (host or f"127.0.0.1:{port}").encode("latin-1") + b"\r\n"
-    request = (b"GET " + target.encode("latin-1") + b" HTTP/1.1\r\n" + host_line +
-               b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + WS_KEY +
-               b"\r\nSec-WebSocket-Version: 13\r\n" + headers + b"\r\n")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        client_port = sock.getsockname()[1]
-        sock.sendall(request)
-        reader = _Reader(sock)
-        head = reader.until(b"\r\n\r\n").decode("latin-1")
-        status = int(head.split(" ", 2)[1])
-        if status != 101:
-            length = [int(line.split(":", 1)[1]) for line in head.split("\r\n")
-                      if line.lower().startswith("content-length:")]
-            body = reader.exactly(length[0]) if length else reader.rest()
-            return RawReply(status, head, body, client_port=client_port)
-        messages, code = [], None
-        while True:
-            opcode, payload = reader.frame()
-            if opcode in (0x1, 0x0):
-                messages.append(payload.decode("utf-8"))
-            elif opcode == 0x8:
-                code = int.from_bytes(payload[:2], "big") if payload else None
-                sock.sendall(b"\x88\x82\x00\x00\x00\x00" + payload[:2])
-                break
-        return RawReply(status, head, messages=messages, close_code=code,
-                        client_port=client_port)
-
-
-class _Reader:
-    def __init__(self, sock):
-        self.sock, self.buffer = sock, b""
-
-    def _more(self):
-        chunk = self.sock.recv(65536)
-        assert chunk, f"connection closed early; got {self.buffer[:200]!r}"
-        self.buffer += chunk
-
-    def until(self, marker):
-        while marker not in self.buffer:
-            self._more()
-        data, _, self.buffer = self.buffer.partition(marker)
-        return data
-
-    def exactly(self, count):
-        while len(self.buffer) < count:
-            self._more()
-        data, self.buffer = self.buffer[:count], self.buffer[count:]
-        return data
-
-    def rest(self):
-        while True:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return self.buffer
-            self.buffer += chunk
-
-    def frame(self):
-        first, second = self.exactly(2)
-        assert not second & 0x80, "the server masked a frame"
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(self.exactly(2), "big")
-        elif length == 127:
-            length = int.from_bytes(self.exactly(8), "big")
-        return first & 0x0F, self.exactly(length)
 
 
 def sent_bytes(value):

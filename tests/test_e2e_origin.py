@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import children_of
+from helpers import children_of
 from websocketd_py.app import origin_allowed
 
 H = "h.test:8080"  # the Host header where it does not matter

@@ -7,14 +7,8 @@ import pytest
 from websockets.sync.client import connect
 
 from certificates import Authority
-from conftest import children_of
+from helpers import children_of, free_port
 from websocketd_py.redirect import location
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def raw_request(port, head):

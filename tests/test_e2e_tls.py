@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from certificates import Authority
-from conftest import children_of
+from helpers import children_of
 
 UPGRADE = ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")

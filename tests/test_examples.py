@@ -9,7 +9,6 @@ The `server` fixture proves at teardown that no process is left behind.
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -21,8 +20,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import wait_for
-from test_session import receive_all
+from helpers import receive_all, start_on_free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -273,28 +271,9 @@ def test_dir_picks_the_script_from_the_url(server):
 
 # --- --cgidir --------------------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cgi_server(server):
-    """--cgidir alone logs no URL yet (see the xfail below): pick the port ourselves."""
-    port = _free_port()
-    srv = server(f"--port={port}", "--address=127.0.0.1", "--cgidir=examples/cgi",
-                 cwd=ROOT, wait=False, port_flag=False)
-
-    def listening():
-        assert srv.proc.poll() is None, srv.log_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-    wait_for(listening, timeout=15, message="the CGI server to listen")
-    srv.port = port
-    return srv
+    """--cgidir alone, on a port picked here (the test below checks the URL it logs)."""
+    return start_on_free_port(server, "--cgidir=examples/cgi", cwd=ROOT, timeout=15)
 
 
 def test_cgi_scripts_answer_plain_http(server):

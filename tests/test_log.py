@@ -15,7 +15,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,8 +29,7 @@ from websockets.sync.client import connect
 from websocketd_py import __version__
 from websocketd_py.log import LEVELS, Log
 
-from test_session import receive_all
-from conftest import wait_for
+from helpers import receive_all, start_on_free_port, wait_for
 
 SH = os.path.abspath(shutil.which("sh"))
 ORIGIN = "http://client.example"
@@ -62,29 +60,6 @@ def parse_line(line):
     return {"time": when, "level": match["level"].rstrip(), "category": category.rstrip(),
             "keys": [k for k, _ in fields], "fields": dict(fields),
             "message": match["message"], "line": line}
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_quiet_server(server, *args):
-    """A server whose log level hides the startup lines: we choose its port ourselves."""
-    port = free_port()
-    srv = server(f"--port={port}", "--address=127.0.0.1", *args, port_flag=False, wait=False)
-
-    def accepting():
-        assert srv.proc.poll() is None, "server exited:\n" + srv.log_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-    wait_for(accepting, message=f"a listener on 127.0.0.1:{port}")
-    srv.port = port  # so the fixture checks the exit status too
-    return srv
 
 
 def plain_get(srv, path="/"):
@@ -240,7 +215,7 @@ def test_launch_failure_is_logged_at_error(server, tmp_path):
 
 
 def test_loglevel_none_prints_nothing_for_a_whole_session(server):
-    srv = start_quiet_server(server, "--loglevel=none", "sh", "-c", "echo hi; echo oops >&2")
+    srv = start_on_free_port(server, "--loglevel=none", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
         assert receive_all(ws)[:2] == (["hi"], 1000)
     assert plain_get(srv) == 400
@@ -250,7 +225,7 @@ def test_loglevel_none_prints_nothing_for_a_whole_session(server):
 
 
 def test_loglevel_error_shows_stderr_but_no_access_lines(server):
-    srv = start_quiet_server(server, "--loglevel=error", "sh", "-c", "echo hi; echo oops >&2")
+    srv = start_on_free_port(server, "--loglevel=error", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
         assert receive_all(ws)[:2] == (["hi"], 1000)
     assert plain_get(srv) == 400

@@ -20,7 +20,7 @@ import sys
 import pytest
 from websockets.sync.client import connect
 
-from test_proxy import PROXY_ADDRESS, needs_proxy_address
+from helpers import PROXY_ADDRESS, needs_proxy_address
 
 EXAMPLE = pathlib.Path(__file__).parent.parent / "examples" / "nginx" / "nginx.conf"
 NGINX = shutil.which("nginx", path=os.pathsep.join(

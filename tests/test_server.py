@@ -8,9 +8,8 @@ import struct
 import pytest
 from websockets.sync.client import connect
 
-from conftest import children_of, wait_for
+from helpers import children_of, receive_all, wait_for
 from websocketd_py import oslayer
-from test_session import receive_all
 
 HAS_IPV6 = socket.has_ipv6
 

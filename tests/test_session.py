@@ -8,23 +8,12 @@ import threading
 import time
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import children_of, descendants, process_state, wait_for
+from helpers import (children_of, descendants, echo_through_binary_cat, process_state,
+                     raw_handshake, receive_all, wait_for)
 
 PY = sys.executable
-
-
-def receive_all(ws, timeout=10):
-    """Every message until the server closes; (messages, close code, close reason)."""
-    messages = []
-    try:
-        while True:
-            messages.append(ws.recv(timeout=timeout))
-    except ConnectionClosed as closed:
-        rcvd = closed.rcvd
-        return messages, (rcvd.code if rcvd else None), (rcvd.reason if rcvd else None)
 
 
 def run_program(server, *program, path="/", flags=()):
@@ -79,19 +68,6 @@ def test_binary_message_in_text_mode_is_dropped_and_logged(server):
         ws.send("after")
         assert ws.recv(timeout=10) == "after"
     srv.wait_log(r"ERROR .*binary message dropped")
-
-
-def echo_through_binary_cat(ws, payload):
-    """Send `payload` while reading what comes back (cat may return it in other pieces)."""
-    sender = threading.Thread(target=ws.send, args=(payload,))
-    sender.start()
-    received = bytearray()
-    while len(received) < len(payload):
-        message = ws.recv(timeout=20)
-        assert isinstance(message, bytes)
-        received += message
-    sender.join()
-    return bytes(received)
 
 
 def test_binary_mode_one_mebibyte_both_ways_through_cat(server):
@@ -213,20 +189,6 @@ def test_sends_are_serialised_while_pings_arrive(server):
             pinger.join()
     assert code == 1000
     assert messages == [str(n) for n in range(1, 200001)]
-
-
-def raw_handshake(port, path="/", extra=""):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                  f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed during the handshake"
-        response += chunk
-    head, _, rest = response.partition(b"\r\n\r\n")
-    return sock, head.decode(), rest
 
 
 def read_until_eof(sock, initial=b""):

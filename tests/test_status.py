@@ -8,9 +8,7 @@ import time
 
 from websockets.sync.client import connect
 
-from conftest import wait_for
-from test_e2e_cgi import request
-from test_e2e_env import raw_upgrade
+from helpers import raw_upgrade, request, wait_for
 from websocketd_py import __version__
 
 

@@ -10,8 +10,7 @@ import sys
 
 from websockets.sync.client import connect
 
-from test_e2e_env import raw_upgrade
-from test_session import receive_all
+from helpers import raw_upgrade, receive_all
 
 PRINT_PROTOCOL = ("sh", "-c", 'echo "${WEBSOCKET_PROTOCOL-unset}"')
 

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import wait_for
+from helpers import wait_for
 from websocketd_py import threads
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/task")
