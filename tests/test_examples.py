@@ -292,4 +292,4 @@ def test_cgi_scripts_answer_plain_http(server):
 def test_cgidir_alone_logs_the_url_to_open(server):
     need_flag("cgidir")
     srv = _cgi_server(server)
-    srv.wait_log(rf"http://127\.0\.0\.1:{srv.port}/", timeout=2)
+    srv.wait_log(rf"http://127\.0\.0\.1:{srv.port}/")

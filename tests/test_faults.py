@@ -132,7 +132,7 @@ def test_grandchild_holding_the_pipes_is_killed_and_the_session_ends(server):
         messages, code, _ = receive_all(ws)
     assert time.monotonic() - printed < 1.5
     assert (messages, code) == ([], 1000)
-    wait_for(lambda: process_state(grandchild) in (None, "Z"), timeout=2,
+    wait_for(lambda: process_state(grandchild) in (None, "Z"),
              message="the grandchild to be killed")
     assert_back_to_idle(srv)
 
@@ -158,7 +158,7 @@ def test_grandchild_in_a_new_session_holding_only_stderr_leaves_nothing_behind(s
     with connect(srv.url(), open_timeout=10) as ws:
         escaped = int(ws.recv(timeout=10))
         try:
-            messages, code, _ = receive_all(ws, timeout=3)
+            messages, code, _ = receive_all(ws)
             assert (messages, code) == ([], 1000)
             assert process_state(escaped) not in (None, "Z")  # still holding stderr ...
             assert_back_to_idle(srv)                          # ... yet the server let it go
