@@ -157,6 +157,7 @@ def test_a_fragmented_message_is_written_whole(server):
         assert bob.recv(timeout=10) == "part one, part two"
 
 
+@pytest.mark.slow
 def test_the_process_restarts_when_it_exits_and_clients_stay(server):
     srv = echo_server(server)
     with connect(srv.url()) as ann, connect(srv.url()) as bob:
@@ -172,6 +173,7 @@ def test_the_process_restarts_when_it_exits_and_clients_stay(server):
         assert srv.session_pids() == [second]
 
 
+@pytest.mark.slow
 def test_a_crashing_program_is_restarted_at_most_once_a_second(server, tmp_path):
     starts = tmp_path / "starts"
     program = f"import time; open({str(starts)!r}, 'a').write(f'{{time.time()}}\\n')"
@@ -212,6 +214,7 @@ def test_eager_starts_the_process_before_any_client(server, tmp_path):
         assert joined(bob, "bob") == pid
 
 
+@pytest.mark.slow
 def test_eager_restarts_without_clients(server, tmp_path):
     starts = tmp_path / "starts"
     program = f"open({str(starts)!r}, 'a').write('started\\n')"
@@ -236,6 +239,7 @@ def raw_websocket(port, path="/"):
     return sock
 
 
+@pytest.mark.slow
 def test_a_slow_client_is_dropped_with_1008_and_the_others_go_on(server):
     # 64 KiB lines, 100 a second: a reading client keeps up, one that never reads
     # fills the socket buffers and then its 256 KiB backlog within seconds.

@@ -75,6 +75,7 @@ def missing_browser_tools():
     return None
 
 
+@pytest.mark.slow
 def test_devconsole_in_a_headless_browser(server, tmp_path):
     """Connect, echo, history, disconnect, reconnect, close code on exit, hostile URL: no XSS."""
     missing = missing_browser_tools()

@@ -279,6 +279,7 @@ def test_concurrent_requests_each_get_their_own_process(server, cgi):
     assert len(set(results)) == 8
 
 
+@pytest.mark.slow
 def test_server_shutdown_stops_running_scripts(server, cgi):
     script(cgi, "forever.sh", OK_HEADERS + "\necho started; exec sleep 1000\n")
     srv = cgi_server(server, cgi)

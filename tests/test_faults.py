@@ -24,6 +24,10 @@ from websockets.sync.client import connect
 from helpers import (assert_back_to_idle, descendants, footprint, process_state, raw_handshake,
                      receive_all, rss_kib, start_measured, wait_for)
 
+#: Every test here waits for the footprint to come back to idle: at least the second
+#: (threads.IDLE_SECONDS) an idle session thread waits for work before it ends.
+pytestmark = pytest.mark.slow
+
 PY = sys.executable
 
 

@@ -91,6 +91,7 @@ def echo_once(url, **options):
         return ws.recv(timeout=10)
 
 
+@pytest.mark.slow
 def test_malformed_requests_are_refused_and_start_nothing(server):
     srv = start_measured(server, "cat")
     answers = {what: exchange(srv.port, data) for what, data, _ in MALFORMED}
@@ -103,6 +104,7 @@ def test_malformed_requests_are_refused_and_start_nothing(server):
     assert srv.stderr_lines == []  # no traceback
 
 
+@pytest.mark.slow
 def test_request_cut_off_mid_headers_leaves_nothing(server):
     srv = start_measured(server, "cat")
     for _ in range(20):
@@ -158,6 +160,7 @@ def many_descriptors():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.slow
 def test_ten_thousand_silent_connections_do_not_stop_a_new_client(server, many_descriptors):
     srv = start_measured(server, "cat")
     if open_file_limit(srv.proc.pid) < IDLE_CONNECTIONS + 1000:
@@ -176,6 +179,7 @@ def test_ten_thousand_silent_connections_do_not_stop_a_new_client(server, many_d
     assert_back_to_idle(srv, timeout=20)
 
 
+@pytest.mark.slow
 def test_silent_connections_on_a_tls_port_cost_no_thread(server, tmp_path):
     authority = Authority(tmp_path)
     cert, key = authority.issue("server", "localhost")

@@ -168,6 +168,7 @@ def test_compression_is_not_negotiated_by_default(server):
         assert ws.recv(timeout=10) == "plain"
 
 
+@pytest.mark.slow
 def test_sends_are_serialised_while_pings_arrive(server):
     """Pongs (reader thread) and data (writer thread) never cut into each other's frames."""
     srv = server("seq", "1", "200000")
@@ -278,6 +279,7 @@ def test_passstderr_tags_every_line_as_json(server):
     assert code == 1000
 
 
+@pytest.mark.slow
 def test_backpressure_slow_client_blocks_the_process(server):
     """A client that stops reading: `yes` ends up blocked on a full pipe, server memory stays small."""
     srv = server("yes")
@@ -293,6 +295,7 @@ def test_backpressure_slow_client_blocks_the_process(server):
         assert rss_kib < 200_000, f"server RSS grew to {rss_kib} KiB"
 
 
+@pytest.mark.slow
 def test_backpressure_slow_process_stops_reading_the_client(server):
     """A process that never reads stdin: the client's sends stall, server memory stays small."""
     srv = server("sleep", "1000")
@@ -344,6 +347,7 @@ def test_client_close_ends_the_process_group_with_sigint(server, tmp_path):
     srv.wait_log(r"DISCONNECT")
 
 
+@pytest.mark.slow
 def test_process_ignoring_sigint_and_sigterm_is_killed(server):
     srv = server("--closems=0", "sh", "-c", "trap '' INT TERM; echo ready; while :; do sleep 0.05; done")
     with connect(srv.url()) as ws:
@@ -394,6 +398,7 @@ def test_pingms_keeps_an_answering_client(server):
             assert ws.recv(timeout=10) == "still here"
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigint_end_every_session_and_exit_0(server):
     import signal
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -411,6 +416,7 @@ def test_sigterm_and_sigint_end_every_session_and_exit_0(server):
             ws.close()
 
 
+@pytest.mark.slow
 def test_a_silent_program_gets_one_buffering_hint_in_the_log(server):
     srv = server("sh", "-c", "sleep 30")
     with connect(srv.url()):
@@ -419,6 +425,7 @@ def test_a_silent_program_gets_one_buffering_hint_in_the_log(server):
             srv.wait_log(r"no output from the program yet", count=2, timeout=4)
 
 
+@pytest.mark.slow
 def test_a_program_that_prints_gets_no_buffering_hint(server):
     srv = server("sh", "-c", "echo hello; sleep 30")
     with connect(srv.url()) as ws:

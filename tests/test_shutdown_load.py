@@ -20,6 +20,8 @@ from websockets.sync.client import connect as sync_connect
 
 from helpers import Server, children_of, leftover_processes, wait_for
 
+pytestmark = pytest.mark.slow
+
 SESSIONS = 200
 #: cat ends when stdin closes, the background sleep only by a signal to the group.
 PROGRAM = ("sh", "-c", "sleep 1000 & cat")
