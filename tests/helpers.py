@@ -93,6 +93,27 @@ def wait_for_no_leftovers(timeout=3.0):
         time.sleep(0.02)
 
 
+# -- the fast tier ------------------------------------------------------------------------
+
+
+def parametrize_fast_first(argnames, cases, **options):
+    """`pytest.mark.parametrize` for an end-to-end test whose every case starts its own
+    server: the fast tier (`-m "not slow"`) runs the first case, the whole suite all of them."""
+    single = len(argnames.split(",") if isinstance(argnames, str) else argnames) == 1
+    cases = list(cases)
+    return pytest.mark.parametrize(
+        argnames, cases[:1] + [_marked_slow(case, single) for case in cases[1:]], **options)
+
+
+def _marked_slow(case, single):
+    if isinstance(case, _PARAMETER_SET):
+        return pytest.param(*case.values, marks=[*case.marks, pytest.mark.slow], id=case.id)
+    return pytest.param(*((case,) if single else case), marks=pytest.mark.slow)
+
+
+_PARAMETER_SET = type(pytest.param(None))
+
+
 # -- a running server ----------------------------------------------------------------------
 
 

@@ -88,6 +88,7 @@ def test_serve_runs_the_server_with_command_line_options_until_sigterm(python_pr
         assert receive_all(ws)[1] == 1001
 
 
+@pytest.mark.slow
 def test_serve_stops_on_ctrl_c(python_program):
     program = python_program("-c", serve_code("'cat'", "port=0", "address='127.0.0.1'"))
     with connect(program.url(), open_timeout=10) as ws:
@@ -131,6 +132,7 @@ def test_serve_gives_the_calling_thread_its_cpus_and_switch_interval_back_when_i
 # -- WebSocketApp --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_embedding_example_serves_its_page_and_the_counter(python_program):
     program = python_program(str(EXAMPLE), "0")
     status, headers, body = request(program.port, "GET", "/")
@@ -213,6 +215,7 @@ def test_a_mounted_app_runs_its_command_with_the_cgi_environment(werkzeug_server
     assert wait_for_no_leftovers() == []
 
 
+@pytest.mark.slow
 def test_close_ends_every_session_and_refuses_new_ones(werkzeug_server):
     app = websocketd_py.WebSocketApp("cat", loglevel="none")
     port = werkzeug_server(DispatcherMiddleware(site, {"/cat": app}))

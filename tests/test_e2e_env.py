@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 
 from websocketd_py import __version__
 
-from helpers import PROGRAM, STANDARD, raw_upgrade
+from helpers import PROGRAM, STANDARD, parametrize_fast_first, raw_upgrade
 
 #: Set for every process unless --passenv passes the server's own (see test_buffering).
 DEFAULTS = {"PYTHONUNBUFFERED"}
@@ -75,6 +75,7 @@ def test_every_variable_for_one_connection(server):
         assert env[name] == os.environ[name]
 
 
+@pytest.mark.slow
 def test_unique_id_differs_between_connections_and_matches_the_log(server):
     srv = server(*PROGRAM)
     first, _, _ = env_over_websockets(srv)
@@ -97,6 +98,7 @@ def test_path_info_is_decoded_request_uri_and_query_stay_raw(server):
     assert (env["PATH_INFO"], env["QUERY_STRING"], env["REQUEST_URI"]) == ("/", "", "/")
 
 
+@pytest.mark.slow
 def test_path_info_keeps_bytes_that_are_not_utf8(server):
     srv = server(*PROGRAM)
     env = raw_upgrade(srv.port, "/caf%E9").env()
@@ -104,7 +106,7 @@ def test_path_info_keeps_bytes_that_are_not_utf8(server):
     assert sent_bytes(env["PATH_INFO"]) == b"/caf\xe9"
 
 
-@pytest.mark.parametrize("host, name, port", [
+@parametrize_fast_first("host, name, port", [
     ("example.com", "example.com", "80"),
     ("example.com:8080", "example.com", "8080"),
     ("[::1]:1234", "::1", "1234"),
@@ -117,12 +119,14 @@ def test_server_name_and_port_come_from_the_host_header(server, host, name, port
     assert env["HTTP_HOST"] == host
 
 
+@pytest.mark.slow
 def test_host_with_trailing_blanks_is_accepted_as_websocketd_does(server):
     srv = server(*PROGRAM)
     reply = raw_upgrade(srv.port, host="example.com \t")
     assert reply.status == 101, (reply.head, reply.body)
 
 
+@pytest.mark.slow
 def test_host_with_a_non_ascii_digit_port_is_refused_not_a_500(server):
     srv = server("--sameorigin", *PROGRAM)
     reply = raw_upgrade(srv.port, host="example.com:\xb2",
@@ -131,6 +135,7 @@ def test_host_with_a_non_ascii_digit_port_is_refused_not_a_500(server):
     assert srv.session_pids() == []
 
 
+@pytest.mark.slow
 def test_remote_port_is_the_clients_port_for_a_raw_client_too(server):
     srv = server(*PROGRAM)
     reply = raw_upgrade(srv.port)
@@ -183,6 +188,7 @@ def test_a_path_header_cannot_change_path(server):
     assert "LD_PRELOAD" not in env
 
 
+@pytest.mark.slow
 def test_folded_header_value_arrives_without_cr_or_lf(server):
     srv = server(*PROGRAM)
     reply = raw_upgrade(srv.port, headers=b"X-Fold: first\r\n  second\r\n\tthird\r\n")
@@ -191,6 +197,7 @@ def test_folded_header_value_arrives_without_cr_or_lf(server):
     assert value.split() == ["first", "second", "third"]
 
 
+@pytest.mark.slow
 def test_control_characters_in_header_values(server):
     """Tab stays (a field value may hold it); other controls the server lets in become spaces."""
     srv = server(*PROGRAM)
@@ -207,6 +214,7 @@ def test_nul_in_a_header_value_is_refused_and_starts_nothing(server):
     assert not any(line.endswith("| CONNECT") for line in srv.lines)
 
 
+@pytest.mark.slow
 def test_non_ascii_header_values_reach_the_program_as_sent(server):
     srv = server(*PROGRAM)
     utf8 = "é€😀 ünï".encode("utf-8")
@@ -242,6 +250,7 @@ def test_default_passenv_is_path_and_ld_library_path_only(server, tmp_path):
     assert env["SERVER_NAME"] == "127.0.0.1"
 
 
+@pytest.mark.slow
 def test_passenv_passes_exactly_the_listed_non_empty_variables(server, tmp_path):
     srv = server("--passenv=PATH,FOO,EMPTY,MISSING,LD_LIBRARY_PATH,REMOTE_ADDR", *PROGRAM,
                  env=server_environment(FOO="foo value=1", EMPTY="", MISSING=None,
@@ -255,6 +264,7 @@ def test_passenv_passes_exactly_the_listed_non_empty_variables(server, tmp_path)
     assert env["REMOTE_ADDR"] == "127.0.0.1"  # the request's, not the server's
 
 
+@pytest.mark.slow
 def test_passenv_without_path_leaves_path_out(server):
     srv = server("--passenv=FOO", *PROGRAM, env=server_environment(FOO="only"))
     env, _, _ = env_over_websockets(srv)

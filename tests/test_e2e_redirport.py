@@ -7,7 +7,7 @@ import pytest
 from websockets.sync.client import connect
 
 from certificates import Authority
-from helpers import children_of, free_port
+from helpers import children_of, free_port, parametrize_fast_first
 from websocketd_py.redirect import location
 
 
@@ -33,7 +33,7 @@ def redirecting(server):
     return srv, port
 
 
-@pytest.mark.parametrize("host_line, expected_host", [
+@parametrize_fast_first("host_line, expected_host", [
     ("Host: example.com:8080\r\n", "example.com"),
     ("Host: example.com\r\n", "example.com"),
     ("Host: [::1]:8080\r\n", "[::1]"),
@@ -50,6 +50,7 @@ def test_redirect_target_keeps_path_and_query(redirecting, host_line, expected_h
     assert headers["Location"] == f"http://{expected_host}:{srv.port}/a/b%20c?x=1&y=%2F"
 
 
+@pytest.mark.slow
 def test_http_10_request_without_host_and_upgrades_are_redirected_too(redirecting):
     srv, port = redirecting
     status, headers = raw_request(port, "GET / HTTP/1.0\r\n")
@@ -63,6 +64,7 @@ def test_http_10_request_without_host_and_upgrades_are_redirected_too(redirectin
     srv.wait_log(r"ACCESS \| http .* url:'http://127\.0\.0\.1/ws' .*\| 301 Moved Permanently")
 
 
+@pytest.mark.slow
 def test_with_ssl_the_redirect_leads_to_the_wss_endpoint(server, tmp_path):
     ca = Authority(tmp_path)
     cert, key = ca.issue("server", "localhost")

@@ -97,6 +97,7 @@ def test_every_line_has_websocketd_shape_and_a_current_timestamp(session_log):
         assert abs((entry["time"] - now).total_seconds()) < 120, entry["line"]
 
 
+@pytest.mark.slow
 def test_startup_lines_say_what_is_served_and_where(session_log):
     srv, _, entries = session_log
     first, second = entries[0], entries[1]
@@ -160,12 +161,14 @@ def test_plain_http_request_has_an_access_line(session_log):
     assert plain[0]["fields"] == {"url": f"http://127.0.0.1:{srv.port}/", "remote": "127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_shutdown_is_logged(session_log):
     _, _, entries = session_log
     assert [(e["level"], e["category"], e["message"]) for e in entries[-2:]] == [
         ("INFO", "server", "SIGTERM received: shutting down"), ("INFO", "server", "stopped")]
 
 
+@pytest.mark.slow
 def test_failed_exit_is_in_the_disconnect_line(server):
     srv = server("sh", "-c", "exit 3")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
@@ -176,6 +179,7 @@ def test_failed_exit_is_in_the_disconnect_line(server):
     assert entry["fields"]["origin"] in ("", "file:")  # no Origin sent (websocketd: 'file:')
 
 
+@pytest.mark.slow
 def test_timestamps_use_the_local_numeric_zone(server):
     srv = server("echo", "hi", env={**os.environ, "TZ": "XST-5:30"})
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
@@ -188,6 +192,7 @@ def test_timestamps_use_the_local_numeric_zone(server):
     assert all(parse_line(line)["line"][26:31] == "+0530" for line in srv.lines)
 
 
+@pytest.mark.slow
 def test_refused_upgrade_is_logged_at_error(server):
     srv = server("--origin=http://good.example", "echo", "hi")
     with pytest.raises(InvalidStatus) as refused:
@@ -199,6 +204,7 @@ def test_refused_upgrade_is_logged_at_error(server):
     assert not any(" | CONNECT" in line for line in srv.lines)
 
 
+@pytest.mark.slow
 def test_launch_failure_is_logged_at_error(server, tmp_path):
     script = tmp_path / "vanishing.sh"
     script.write_text("#!/bin/sh\necho hi\n")
@@ -224,6 +230,7 @@ def test_loglevel_none_prints_nothing_for_a_whole_session(server):
     assert srv.stderr_lines == []
 
 
+@pytest.mark.slow
 def test_loglevel_error_shows_stderr_but_no_access_lines(server):
     srv = start_on_free_port(server, "--loglevel=error", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
@@ -236,6 +243,7 @@ def test_loglevel_error_shows_stderr_but_no_access_lines(server):
         ("ERROR", "stderr", "oops")]
 
 
+@pytest.mark.slow
 def test_loglevel_debug_shows_the_environment(server):
     srv = server("--loglevel=debug", "sh", "-c", "echo hi")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
@@ -382,6 +390,7 @@ class ChoppyStream(io.StringIO):
         return len(text)
 
 
+@pytest.mark.slow
 def test_many_threads_writing_never_interleave_lines():
     stream = ChoppyStream()
     log = Log("debug", stream)

@@ -119,6 +119,7 @@ def test_a_direct_client_cannot_spoof_its_address(server):
 
 
 @needs_proxy_address
+@pytest.mark.slow
 def test_without_the_flag_nobody_is_trusted(server):
     srv = server(*PROGRAM)
     assert program_environment(srv, PROXY_ADDRESS, FORWARDED)["REMOTE_ADDR"] == PROXY_ADDRESS

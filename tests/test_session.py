@@ -28,6 +28,7 @@ def test_each_line_is_one_message_and_the_close_code_says_success(server):
     assert code == 1000
 
 
+@pytest.mark.slow
 def test_last_line_without_newline_is_delivered(server):
     messages, code, _ = run_program(server, "printf", "first\nlast without newline")
     assert messages == ["first", "last without newline"]
@@ -40,11 +41,13 @@ def test_exit_status_becomes_1011_with_reason(server):
     assert (code, reason) == (1011, "exit status 3")
 
 
+@pytest.mark.slow
 def test_killed_process_reports_the_signal(server):
     _, code, reason = run_program(server, "sh", "-c", "kill -9 $$")
     assert (code, reason) == (1011, "killed by signal 9")
 
 
+@pytest.mark.slow
 def test_invalid_utf8_is_replaced_never_sent_as_invalid_text(server):
     messages, _, _ = run_program(server, "printf", "ok \\377\\376 end\n\\303\\251\n")
     assert messages == ["ok \ufffd\ufffd end", "é"]
@@ -61,6 +64,7 @@ def test_client_messages_become_lines_embedded_newlines_kept(server):
         assert ws.recv(timeout=10) == ""
 
 
+@pytest.mark.slow
 def test_binary_message_in_text_mode_is_dropped_and_logged(server):
     srv = server("cat")
     with connect(srv.url()) as ws:
@@ -79,6 +83,7 @@ def test_binary_mode_one_mebibyte_both_ways_through_cat(server):
         assert ws.recv(timeout=10) == b"text gets a newline\n"
 
 
+@pytest.mark.slow
 def test_binary_mode_a_write_after_a_quiet_spell_is_one_message(server):
     """Text mode shrinks the reads of a quiet program (`threads.ReadSize`);
     binary mode must not: there each read of stdout is one message."""
@@ -92,6 +97,7 @@ def test_binary_mode_a_write_after_a_quiet_spell_is_one_message(server):
         ws.send(b"end\n")
 
 
+@pytest.mark.slow
 def test_text_mode_a_long_burst_after_a_quiet_spell_comes_through_whole(server):
     program = ("import os, sys\nos.write(1, b'ready\\n')\nsys.stdin.buffer.readline()\n"
                "os.write(1, b'y' * 200000 + b'\\n' + b'z\\n' * 1000)\n")
@@ -129,6 +135,7 @@ def _frame_size(data):
     return 4 + struct.unpack("!H", data[2:4])[0] if length == 126 else 2 + length
 
 
+@pytest.mark.slow
 def test_a_fragmented_binary_message_reaches_the_program_in_one_write(server):
     """The program (read sizes, one per line) gets the message whole, though its first
     fragment was read, and a ping after it answered, before the rest was sent."""
@@ -160,6 +167,7 @@ def test_message_over_maxframesize_closes_with_1009(server):
     assert code == 1009
 
 
+@pytest.mark.slow
 def test_compression_is_not_negotiated_by_default(server):
     srv = server("cat")
     with connect(srv.url(), compression="deflate") as ws:
@@ -201,6 +209,7 @@ def read_until_eof(sock, initial=b""):
         data += chunk
 
 
+@pytest.mark.slow
 def test_no_stray_http_response_after_the_session(server):
     srv = server("echo", "hi")
     sock, head, rest = raw_handshake(srv.port)
@@ -232,6 +241,7 @@ def test_handshake_with_bad_key_or_version_gets_400_and_no_process(server):
     assert children_of(srv.proc.pid) == []
 
 
+@pytest.mark.slow
 def test_plain_http_to_the_endpoint_says_a_websocket_client_is_needed(server):
     import urllib.error
     import urllib.request
@@ -263,6 +273,7 @@ def test_stderr_is_logged_not_sent(server):
     assert messages == ["out"]
 
 
+@pytest.mark.slow
 def test_stderr_lines_reach_the_log(server):
     srv = server("sh", "-c", "echo 'oops: bad' >&2; echo done")
     with connect(srv.url()) as ws:
@@ -355,6 +366,7 @@ def test_process_ignoring_sigint_and_sigterm_is_killed(server):
     srv.wait_log(r"exit:'killed by signal 9'.*DISCONNECT")
 
 
+@pytest.mark.slow
 def test_client_close_is_answered_with_the_clients_code(server):
     srv = server("cat")
     with connect(srv.url()) as ws:
@@ -388,6 +400,7 @@ def test_pingms_closes_a_client_that_never_answers(server):
     srv.wait_log(r"DISCONNECT")
 
 
+@pytest.mark.slow
 def test_pingms_keeps_an_answering_client(server):
     srv = server("--pingms=50", "cat")
     with connect(srv.url()) as ws:  # websockets answers pings by itself
@@ -434,6 +447,7 @@ def test_a_program_that_prints_gets_no_buffering_hint(server):
             srv.wait_log(r"no output from the program yet", timeout=4)
 
 
+@pytest.mark.slow
 def test_an_http_1_0_upgrade_is_refused_without_a_process(server):
     srv = server("cat")
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
