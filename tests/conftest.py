@@ -20,6 +20,11 @@ import pytest
 from helpers import IS_LINUX, Server, children_of, process_state, wait_for_no_leftovers
 
 PR_SET_CHILD_SUBREAPER = 36
+#: The checkout under test. Every Python process the tests start (servers started in another
+#: directory, the console script, benchmark runs) imports websocketd_py from here, not from
+#: wherever `pip install -e` last pointed.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
 
 
 def _process_group(pid):
