@@ -7,7 +7,6 @@ checks that no process is left behind.
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -23,30 +22,17 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 import websocketd_py
-from conftest import IS_LINUX, Server, wait_for, wait_for_no_leftovers
-from test_e2e_cgi import request
-from test_e2e_env import PROGRAM
-from test_session import receive_all
+from helpers import (IS_LINUX, PROGRAM, Server, receive_all, request, wait_for,
+                     wait_for_no_leftovers)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embedding" / "app.py"
 
 
 class PythonProgram(Server):
-    """conftest's `Server`, running `python ARGS`: a program that embeds websocketd-py."""
+    """helpers' `Server`, running `python ARGS`: a program that embeds websocketd-py."""
 
     def __init__(self, args):
-        self.proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        self.lines, self.stderr_lines = [], []
-        self._changed = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._collect, args=(self.proc.stdout, self.lines),
-                             daemon=True),
-            threading.Thread(target=self._collect, args=(self.proc.stderr, self.stderr_lines),
-                             daemon=True)]
-        for reader in self._readers:
-            reader.start()
-        self.port = None
+        self._start([sys.executable, *args])
 
 
 @pytest.fixture
@@ -117,6 +103,7 @@ def test_make_server_stops_when_the_embedding_program_asks(python_program):
     program.wait_log(r"SIGTERM received: shutting down")
 
 
+@pytest.mark.slow
 def test_serve_stops_on_ctrl_c(python_program):
     program = python_program("-c", serve_code("'cat'", "port=0", "address='127.0.0.1'"))
     with connect(program.url(), open_timeout=10) as ws:
@@ -189,6 +176,7 @@ def test_serving_from_python_changes_nothing_process_wide():
 # -- WebSocketApp --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_embedding_example_serves_its_page_and_the_counter(python_program):
     program = python_program(str(EXAMPLE), "0")
     status, headers, body = request(program.port, "GET", "/")
@@ -271,6 +259,7 @@ def test_a_mounted_app_runs_its_command_with_the_cgi_environment(werkzeug_server
     assert wait_for_no_leftovers() == []
 
 
+@pytest.mark.slow
 def test_close_ends_every_session_and_refuses_new_ones(werkzeug_server):
     app = websocketd_py.WebSocketApp("cat", loglevel="none")
     port = werkzeug_server(DispatcherMiddleware(site, {"/cat": app}))

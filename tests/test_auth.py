@@ -18,9 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from test_e2e_cgi import env_of, request, script
-from test_e2e_env import PROGRAM
-from test_session import receive_all
+from helpers import PROGRAM, env_of, parametrize_fast_first, receive_all, request, script
 from websocketd_py import auth
 
 USER, PASSWORD = "ann", "s3cret:Pa55 word"   # a password may hold ":" and spaces
@@ -62,13 +60,14 @@ def test_good_credentials_give_the_process_remote_user_but_not_the_password(serv
     assert "HTTP_AUTHORIZATION" not in env
 
 
+@pytest.mark.slow
 def test_credentials_in_the_url_work_and_a_user_name_may_be_utf8(server):
     srv = server("--basic-auth=zoë:pässword", *PROGRAM)
     env = env_of_session(f"ws://zo%C3%AB:p%C3%A4ssword@127.0.0.1:{srv.port}/")
     assert env["REMOTE_USER"].encode("latin-1") == "zoë".encode()
 
 
-@pytest.mark.parametrize("headers", [
+@parametrize_fast_first("headers", [
     basic(USER, "wrong"), basic("bob", PASSWORD), basic(USER, PASSWORD + "x"),
     basic(USER, PASSWORD[:-1]), basic(USER.upper(), PASSWORD),
     {"Authorization": "Bearer " + basic(USER, PASSWORD)["Authorization"][6:]},
@@ -80,12 +79,14 @@ def test_wrong_or_malformed_credentials_get_401(server, headers):
     assert refused_upgrade(srv.url(), headers).status_code == 401
 
 
+@pytest.mark.slow
 def test_the_scheme_name_is_case_insensitive(server):
     srv = server(f"--basic-auth={USER}:{PASSWORD}", *PROGRAM)
     token = basic(USER, PASSWORD)["Authorization"].split()[1]
     assert env_of_session(srv.url(), {"Authorization": "bAsIc " + token})["REMOTE_USER"] == USER
 
 
+@pytest.mark.slow
 def test_every_user_of_flags_and_file_gets_in_with_plain_or_hashed_passwords(server, tmp_path):
     hashed = hashlib.sha256("bob's pass".encode()).hexdigest()
     users = tmp_path / "users"
@@ -106,6 +107,7 @@ def test_static_files_are_protected(server, tmp_path):
         200, b"<h1>home</h1>")
 
 
+@pytest.mark.slow
 def test_the_dev_console_is_protected(server):
     srv = server(f"--basic-auth={USER}:{PASSWORD}", "--devconsole", "cat")
     assert request(srv.port, "GET", "/")[0] == 401
@@ -129,6 +131,7 @@ def test_cgi_scripts_are_protected_and_get_remote_user_without_the_password(serv
                             "HTTP_AUTHORIZATION": "unset"}
 
 
+@pytest.mark.slow
 def test_off_by_default_authorization_reaches_the_process_untouched(server):
     srv = server(*PROGRAM)
     env = env_of_session(srv.url(), basic(USER, PASSWORD))
@@ -171,6 +174,7 @@ def test_a_password_in_the_request_line_stays_out_of_the_auth_log(server):
     assert f"url:'http://127.0.0.1:{srv.port}http://127.0.0.1:{srv.port}/'" in line
 
 
+@pytest.mark.slow
 def test_a_password_in_the_request_line_stays_out_of_the_access_log(server):
     srv = server(f"--basic-auth={USER}:{PASSWORD}", "cat")
     send_with_userinfo_in_the_request_line(srv.port)

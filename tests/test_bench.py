@@ -19,8 +19,8 @@ BENCH = os.path.join(REPO, "scripts", "bench.py")
 PY_SERVER = "{python} -m websocketd_py --address=127.0.0.1 --port={port} {flags} {cmd}"
 SCENARIOS = ("churn-serial", "echo-1x1", "binary-10k")
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the benchmark reads /proc")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                                    reason="the benchmark reads /proc")]
 
 
 def test_a_quick_round_measures_every_server_and_leaves_nothing_behind(tmp_path):

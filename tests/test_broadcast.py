@@ -20,8 +20,7 @@ from websockets.sync.client import connect
 from werkzeug.serving import make_server
 
 import websocketd_py
-from conftest import process_state, wait_for
-from test_session import receive_all
+from helpers import parametrize_fast_first, process_state, receive_all, wait_for
 
 PY = sys.executable
 #: Echoes every stdin line as "PID line"; the line "exit N" ends it with status N.
@@ -95,6 +94,7 @@ def test_a_late_joiner_gets_only_new_lines(server):
             assert ann.recv(timeout=10) == f"{pid} bob here"
 
 
+@pytest.mark.slow
 def test_a_client_joining_inside_a_long_line_starts_at_the_next_message(server):
     # "start" prints 100 KB with no newline (sent as a fragmented message while it
     # arrives), "finish" ends that line; a client joining in between must not get
@@ -134,6 +134,7 @@ def test_broadcast_ids_prefix_every_line_with_the_client_id(server):
     assert ann_id != bob_id
 
 
+@pytest.mark.slow
 def test_without_broadcast_ids_messages_are_written_as_sent(server):
     srv = server("--broadcast", "cat")
     with connect(srv.url()) as ann, connect(srv.url()) as bob:
@@ -143,6 +144,7 @@ def test_without_broadcast_ids_messages_are_written_as_sent(server):
         assert [ann.recv(timeout=10) for _ in range(2)] == ["a", "b"]
 
 
+@pytest.mark.slow
 def test_a_fragmented_message_is_written_whole(server):
     srv = server("--broadcast", "cat")
     with connect(srv.url()) as ann, connect(srv.url()) as bob:
@@ -158,6 +160,7 @@ def test_a_fragmented_message_is_written_whole(server):
         assert bob.recv(timeout=10) == "part one, part two"
 
 
+@pytest.mark.slow
 def test_the_process_restarts_when_it_exits_and_clients_stay(server):
     srv = echo_server(server)
     with connect(srv.url()) as ann, connect(srv.url()) as bob:
@@ -173,6 +176,7 @@ def test_the_process_restarts_when_it_exits_and_clients_stay(server):
         assert srv.session_pids() == [second]
 
 
+@pytest.mark.slow
 def test_a_crashing_program_is_restarted_at_most_once_a_second(server, tmp_path):
     starts = tmp_path / "starts"
     program = f"import time; open({str(starts)!r}, 'a').write(f'{{time.time()}}\\n')"
@@ -213,6 +217,7 @@ def test_eager_starts_the_process_before_any_client(server, tmp_path):
         assert joined(bob, "bob") == pid
 
 
+@pytest.mark.slow
 def test_eager_restarts_without_clients(server, tmp_path):
     starts = tmp_path / "starts"
     program = f"open({str(starts)!r}, 'a').write('started\\n')"
@@ -237,6 +242,7 @@ def raw_websocket(port, path="/"):
     return sock
 
 
+@pytest.mark.slow
 def test_a_slow_client_is_dropped_with_1008_and_the_others_go_on(server):
     # 64 KiB lines, 100 a second: a reading client keeps up, one that never reads
     # fills the socket buffers and then its 256 KiB backlog within seconds.
@@ -272,6 +278,7 @@ def read_to_the_end(sock):
     sock.close()
 
 
+@pytest.mark.slow
 def test_passstderr_sends_both_streams_to_every_client(server):
     program = "import sys\nfor line in sys.stdin:\n" \
               "    print('out', line, end='', flush=True)\n" \
@@ -299,6 +306,7 @@ def stderr_lines_until(ws, data):
         pass
 
 
+@pytest.mark.slow
 def test_binary_mode_broadcasts_each_read_as_one_binary_message(server):
     srv = server("--broadcast", "--binary", "cat")
     with connect(srv.url()) as ann, connect(srv.url()) as bob:
@@ -316,6 +324,7 @@ def test_binary_mode_broadcasts_each_read_as_one_binary_message(server):
 SCRIPT = "#!/bin/sh\nwhile read -r line; do echo \"$$ {name} $line\"; done\n"
 
 
+@pytest.mark.slow
 def test_dir_gives_each_script_its_own_shared_process(server, tmp_path):
     for name in ("a.sh", "b.sh"):
         (tmp_path / name).write_text(SCRIPT.format(name=name))
@@ -345,6 +354,7 @@ def test_a_program_that_cannot_start_closes_its_clients_with_1011(server, tmp_pa
     srv.wait_log(r"ERROR .*broadcast .*cannot start")
 
 
+@pytest.mark.slow
 def test_the_shared_process_gets_the_endpoint_environment_and_no_client_facts(server):
     program = "import os, sys\nfor line in sys.stdin:\n" \
               "    for key in ('SCRIPT_NAME', 'PATH_INFO', 'REMOTE_ADDR', 'QUERY_STRING', " \
@@ -359,6 +369,7 @@ def test_the_shared_process_gets_the_endpoint_environment_and_no_client_facts(se
                      "SERVER_PORT ''", "HTTP_X_TEST None", f"UNIQUE_ID '{process_id}'"]
 
 
+@pytest.mark.slow
 def test_status_lists_every_client_with_the_shared_pid(server):
     srv = echo_server(server, "--status-path=/_status")
     with connect(srv.url()) as ann, connect(srv.url()) as bob:
@@ -371,6 +382,7 @@ def test_status_lists_every_client_with_the_shared_pid(server):
     assert report["forks_in_use"] == 2
 
 
+@pytest.mark.slow
 def test_maxforks_counts_clients_not_the_shared_process(server):
     srv = echo_server(server, "--maxforks=2")
     with connect(srv.url()) as ann, connect(srv.url()) as bob:
@@ -381,7 +393,7 @@ def test_maxforks_counts_clients_not_the_shared_process(server):
         assert refused.value.response.status_code == 429
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@parametrize_fast_first("sig", [signal.SIGTERM, signal.SIGINT])
 def test_shutdown_closes_clients_with_1001_and_leaves_no_process(server, sig):
     srv = server("--broadcast=eager", PY, "-c",
                  "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + ECHO_PID)
@@ -397,6 +409,7 @@ def test_shutdown_closes_clients_with_1001_and_leaves_no_process(server, sig):
     wait_for(lambda: process_state(pid) in (None, "Z"), message="the shared process to end")
 
 
+@pytest.mark.slow
 def test_the_python_api_takes_the_broadcast_options():
     app = websocketd_py.WebSocketApp([PY, "-c", ECHO_PID], broadcast="eager",
                                      broadcast_backlog=65536)

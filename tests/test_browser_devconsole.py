@@ -55,6 +55,7 @@ def test_page_is_html_for_any_path_and_never_reflects_the_url(server):
         assert body == page, f"the page for {target!r} differs from the page for /"
 
 
+@pytest.mark.slow
 def test_page_is_only_served_where_a_program_runs(server, tmp_path):
     script = tmp_path / "echo.sh"
     script.write_text("#!/bin/sh\nexec cat\n")
@@ -75,6 +76,7 @@ def missing_browser_tools():
     return None
 
 
+@pytest.mark.slow
 def test_devconsole_in_a_headless_browser(server, tmp_path):
     """Connect, echo, history, disconnect, reconnect, close code on exit, hostile URL: no XSS."""
     missing = missing_browser_tools()

@@ -3,9 +3,10 @@
 import os
 import sys
 
+import pytest
 from websockets.sync.client import connect
 
-from test_session import receive_all
+from helpers import receive_all
 
 #: Prints without flushing, then waits for a line on stdin before it exits: with its stdout
 #: buffered, the printed line could only arrive after the client has answered.
@@ -24,6 +25,7 @@ def test_a_python_print_arrives_while_the_program_still_runs(server):
     assert (messages, code) == ([], 1000)
 
 
+@pytest.mark.slow
 def test_the_default_replaces_a_value_the_server_does_not_pass(server):
     srv = server(sys.executable, "-c", PRINT_UNBUFFERED,
                  env={**os.environ, "PYTHONUNBUFFERED": "from-the-server"})
@@ -31,6 +33,7 @@ def test_the_default_replaces_a_value_the_server_does_not_pass(server):
         assert receive_all(ws)[0] == ["1"]
 
 
+@pytest.mark.slow
 def test_a_value_passed_with_passenv_wins(server):
     srv = server("--passenv=PATH,PYTHONUNBUFFERED", sys.executable, "-c", PRINT_UNBUFFERED,
                  env={**os.environ, "PYTHONUNBUFFERED": "from-the-server"})

@@ -23,7 +23,7 @@ from websocketd_py import cli, launching
 from websocketd_py.config import Config, UsageError, build_config
 from websocketd_py.tuning import SWITCH_INTERVAL
 
-from conftest import leftover_processes, wait_for_no_leftovers
+from helpers import leftover_processes, parametrize_fast_first, wait_for_no_leftovers
 
 PY = sys.executable
 IS_POSIX = os.name == "posix"
@@ -292,7 +292,7 @@ USAGE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("argv, needles", [pytest.param(a, n, id=i) for i, a, n in USAGE_ERRORS])
+@parametrize_fast_first("argv, needles", [pytest.param(a, n, id=i) for i, a, n in USAGE_ERRORS])
 def test_usage_error_is_one_line_exit_2_and_starts_nothing(argv, needles, tmp_path):
     _script(tmp_path, "runme.sh", 0o755)
     _script(tmp_path, "plain.sh", 0o644)
@@ -399,6 +399,7 @@ def _console_script():
     return found
 
 
+@pytest.mark.slow
 def test_console_script_and_python_m_behave_the_same():
     script = _console_script()
     for args in (["--version"], ["--help"]):
@@ -453,6 +454,7 @@ def test_port_in_use_is_one_line_naming_the_address():
 
 
 @pytest.mark.skipif(not IS_POSIX, reason="RLIMIT_NOFILE is POSIX")
+@pytest.mark.slow
 def test_open_file_soft_limit_is_raised_to_the_hard_limit(server):
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -495,6 +497,7 @@ cli.main()
 
 
 @pytest.mark.skipif(not IS_POSIX, reason="SIGTERM semantics are POSIX")
+@pytest.mark.slow
 def test_sigterm_right_after_the_ready_line_is_a_clean_shutdown():
     proc = subprocess.Popen([PY, "-c", _SLOW_HANDLERS, "--port=0", "--address=127.0.0.1",
                              "echo", "hi"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from test_session import echo_through_binary_cat, receive_all
+from helpers import echo_through_binary_cat, parametrize_fast_first, receive_all
 from websocketd_py import compression, framing
 
 TAIL = b"\x00\x00\xff\xff"
@@ -175,7 +175,7 @@ def test_agreement_holds_the_windows_and_takeovers():
         compression.SERVER_WINDOW_BITS, 15)  # a client not asked may use the RFC's 32 KiB
 
 
-@pytest.mark.parametrize("offer", [
+@parametrize_fast_first("offer", [
     "permessage-deflate; client_max_window_bits",
     "permessage-deflate; server_max_window_bits=9",
     "permessage-deflate; server_max_window_bits=8, permessage-deflate",
@@ -231,6 +231,7 @@ def test_text_echo_small_and_one_mebibyte(server):
             assert ws.recv(timeout=20) == text
 
 
+@pytest.mark.slow
 def test_binary_echo_small_and_one_mebibyte(server):
     srv = server("--compress", "--binary", "cat")
     with connect(srv.url(), compression="deflate", max_size=None) as ws:
@@ -263,7 +264,7 @@ OFFERS = {
 }
 
 
-@pytest.mark.parametrize("offers", OFFERS.values(), ids=OFFERS.keys())
+@parametrize_fast_first("offers", OFFERS.values(), ids=OFFERS.keys())
 def test_echo_under_each_parameter_set(server, offers):
     srv = server("--compress", "cat")
     factories = [ClientPerMessageDeflateFactory(**offer) for offer in offers]
@@ -277,6 +278,7 @@ def test_echo_under_each_parameter_set(server, offers):
                 assert ws.recv(timeout=20) == text
 
 
+@pytest.mark.slow
 def test_passstderr_messages_are_compressed_too(server):
     srv = server("--compress", "--passstderr", "sh", "-c",
                  "echo out; echo err >&2; head -c 100000 /dev/zero | tr '\\0' y; echo")
@@ -314,6 +316,7 @@ def test_server_frames_are_compressed_rsv1_on_the_first_frame_only(server):
         client.close()
 
 
+@pytest.mark.slow
 def test_server_no_context_takeover_makes_each_message_stand_alone(server):
     program = (sys.executable, "-c", "print('same words again ' * 20)\n" * 2)
     for offer, stands_alone in (("permessage-deflate; server_no_context_takeover", True),
@@ -332,6 +335,7 @@ def test_server_no_context_takeover_makes_each_message_stand_alone(server):
         assert (second == b"same words again " * 20) == stands_alone
 
 
+@pytest.mark.slow
 def test_server_max_window_bits_is_honoured(server):
     line = os.urandom(600).hex() * 2  # the repeat is 1200 bytes back: outside a 512-byte window
     srv = server("--compress", "echo", line)
@@ -361,6 +365,7 @@ def test_zip_bomb_over_maxframesize_closes_1009_without_inflating_it(server):
     assert peak_rss_kib(srv.proc.pid) - before < 16 * 1024
 
 
+@pytest.mark.slow
 def test_zip_bomb_without_size_limit_is_inflated_in_bounded_pieces(server):
     """--maxframesize=0: all 50 MiB reach the program, yet the server never holds them."""
     size = 50 * 1024 * 1024
@@ -391,6 +396,7 @@ def test_invalid_utf8_inside_a_compressed_text_message_gets_1007(server):
         client.close()
 
 
+@pytest.mark.slow
 def test_data_that_does_not_inflate_gets_1002(server):
     srv = server("--compress", "cat")
     client = RawClient(srv.port, "permessage-deflate")
@@ -401,7 +407,7 @@ def test_data_that_does_not_inflate_gets_1002(server):
         client.close()
 
 
-@pytest.mark.parametrize("flags", [(), ("--compress",)])
+@parametrize_fast_first("flags", [(), ("--compress",)])
 def test_rsv1_without_negotiation_gets_1002(server, flags):
     srv = server(*flags, "cat")
     client = RawClient(srv.port)  # no offer

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import children_of
+from helpers import children_of
 
 SECRET = "TOP-SECRET-5f3a9c"
 REFUSALS = {400, 403, 404, 414}
@@ -91,12 +91,14 @@ def leaks(srv, targets, upgrade=False):
     return found
 
 
+@pytest.mark.slow
 def test_staticdir_serves_nothing_outside(server, tree):
     srv = server(f"--staticdir={tree / 'site'}")
     assert send(srv.port, "/")[1].endswith(b"<p>inside</p>")
     assert leaks(srv, attack_targets(tree, "secret.txt")) == []
 
 
+@pytest.mark.slow
 def test_cgidir_runs_nothing_outside(server, tree):
     srv = server(f"--cgidir={tree / 'cgi'}", f"--staticdir={tree / 'site'}")
     assert b"inside\n" in send(srv.port, "/ok.sh")[1]

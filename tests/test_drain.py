@@ -12,9 +12,10 @@ import threading
 
 import pytest
 
-from conftest import wait_for
+from helpers import wait_for
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")]
 
 MIB = 1024 * 1024
 

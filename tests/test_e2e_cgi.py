@@ -9,61 +9,20 @@ import http.client
 import os
 import signal
 import socket
-import textwrap
 import threading
 
 import pytest
 from websockets.sync.client import connect
 
-from conftest import children_of, wait_for, wait_for_no_leftovers
+from helpers import (children_of, env_of, parametrize_fast_first, request, script,
+                     start_on_free_port, wait_for, wait_for_no_leftovers)
 
 OK_HEADERS = r"printf 'Content-Type: text/plain\r\n\r\n'"
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def cgi_server(server, root, *args, env=None):
     """websocketd-py with --cgidir=root on a free port (no URL is logged for --cgidir alone)."""
-    port = free_port()
-    srv = server(f"--port={port}", "--address=127.0.0.1", f"--cgidir={root}", *args,
-                 port_flag=False, wait=False, env=env)
-    srv.port = port
-    wait_for(lambda: listening(port) or srv.proc.poll() is not None, message="the listener")
-    assert srv.proc.poll() is None, srv.log_text()
-    return srv
-
-
-def script(directory, name, body, mode=0o755):
-    """A /bin/sh script `name` in `directory`; its path."""
-    path = directory / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
-    path.chmod(mode)
-    return path
-
-
-def request(port, method, path, body=None, headers=None):
-    """(status, headers as a dict with lower-case names, body) of one request."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return (response.status, {k.lower(): v for k, v in response.getheaders()},
-                response.read())
-    finally:
-        conn.close()
+    return start_on_free_port(server, f"--cgidir={root}", *args, env=env)
 
 
 def raw(port, data):
@@ -74,10 +33,6 @@ def raw(port, data):
         while chunk := sock.recv(65536):
             received += chunk
         return received
-
-
-def env_of(body):
-    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
 
 
 @pytest.fixture
@@ -97,6 +52,7 @@ def test_status_and_headers_from_the_script(server, cgi):
     assert headers["x-extra"] == "yes"
 
 
+@pytest.mark.slow
 def test_location_without_status_is_a_302(server, cgi):
     script(cgi, "go.sh", r"printf 'Location: /elsewhere?x=1\n\n'")
     srv = cgi_server(server, cgi)
@@ -139,6 +95,7 @@ def test_request_body_is_stdin_then_eof(server, cgi):
     assert (status, body) == (200, b"line 1\nline 2 no newline")
 
 
+@pytest.mark.slow
 def test_chunked_request_body_is_passed_to_its_end(server, cgi):
     script(cgi, "echo.sh", OK_HEADERS + '\necho "length=[$CONTENT_LENGTH]"; cat\n')
     srv = cgi_server(server, cgi)
@@ -148,6 +105,7 @@ def test_chunked_request_body_is_passed_to_its_end(server, cgi):
     assert b"length=[]" in response and b"hello world" in response
 
 
+@pytest.mark.slow
 def test_large_bodies_stream_both_ways_in_bounded_memory(server, cgi):
     script(cgi, "count.sh", OK_HEADERS + "\nwc -c\n")
     script(cgi, "zeros.sh", OK_HEADERS + "\nhead -c 33554432 /dev/zero\n")
@@ -185,6 +143,7 @@ def test_output_is_streamed_as_it_comes(server, cgi, tmp_path):
     conn.close()
 
 
+@pytest.mark.slow
 def test_head_gets_the_headers_only(server, cgi):
     script(cgi, "page.sh", OK_HEADERS + "\necho body that HEAD must not get\n")
     srv = cgi_server(server, cgi)
@@ -194,7 +153,7 @@ def test_head_gets_the_headers_only(server, cgi):
     assert body == b""
 
 
-@pytest.mark.parametrize("headers", [
+@parametrize_fast_first("headers", [
     b"Content-Length: 3\r\nContent-Length: 5\r\n",
     b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
     b"Transfer-Encoding: gzip\r\n",
@@ -210,7 +169,7 @@ def test_ambiguous_body_framing_is_refused_with_400_before_any_process(server, c
     assert not ran.exists()
 
 
-@pytest.mark.parametrize("body, log", [
+@parametrize_fast_first("body, log", [
     ("echo oops >&2; exit 3", r"ERROR .*exit status 3 before any output"),
     ("exit 0", r"ERROR .*wrote nothing"),
     (r"printf 'no colon here\n\nbody'", r"ERROR .*malformed header line"),
@@ -227,6 +186,7 @@ def test_script_errors_are_500_and_logged(server, cgi, body, log):
     srv.wait_log(log)
 
 
+@pytest.mark.slow
 def test_script_that_cannot_start_is_500_and_logged(server, cgi):
     path = cgi / "broken.sh"
     cgi.mkdir()
@@ -237,6 +197,7 @@ def test_script_that_cannot_start_is_500_and_logged(server, cgi):
     srv.wait_log(r"ERROR  \| cgi .*cannot start")
 
 
+@pytest.mark.slow
 def test_stderr_lines_are_logged_with_the_script(server, cgi):
     script(cgi, "noisy.sh", OK_HEADERS + "\necho 'first problem' >&2; echo 'second' >&2\n")
     srv = cgi_server(server, cgi)
@@ -254,6 +215,7 @@ def test_missing_script_is_404_and_not_executable_is_403(server, cgi):
     assert request(srv.port, "GET", "/")[0] == 404
 
 
+@pytest.mark.slow
 def test_scripts_and_static_files_share_the_port(server, cgi, tmp_path):
     script(cgi, "hello.sh", OK_HEADERS + "\necho from the script\n")
     site = tmp_path / "site"
@@ -276,6 +238,7 @@ def hold_open(port, path):
     return sock
 
 
+@pytest.mark.slow
 def test_maxforks_counts_cgi_scripts_and_sessions(server, cgi):
     script(cgi, "wait.sh", OK_HEADERS + "\necho started; exec sleep 1000\n")
     script(cgi, "quick.sh", OK_HEADERS + "\necho quick\n")
@@ -290,7 +253,7 @@ def test_maxforks_counts_cgi_scripts_and_sessions(server, cgi):
              message="the slot to come back")
 
 
-@pytest.mark.parametrize("before_headers", [False, True], ids=["after-headers", "silent"])
+@parametrize_fast_first("before_headers", [False, True], ids=["after-headers", "silent"])
 def test_client_going_away_stops_the_script(server, cgi, before_headers):
     """A script that would run for ever is stopped (and reaped) once its client has left."""
     body = "echo started >&2; exec sleep 1000" if before_headers else \
@@ -309,6 +272,7 @@ def test_client_going_away_stops_the_script(server, cgi, before_headers):
     wait_for(lambda: children_of(srv.proc.pid) == [], message="the script to be reaped")
 
 
+@pytest.mark.slow
 def test_concurrent_requests_each_get_their_own_process(server, cgi):
     script(cgi, "pid.sh", OK_HEADERS + "\necho $$\n")
     srv = cgi_server(server, cgi)
@@ -324,13 +288,14 @@ def test_concurrent_requests_each_get_their_own_process(server, cgi):
     assert len(set(results)) == 8
 
 
+@pytest.mark.slow
 def test_server_shutdown_stops_running_scripts(server, cgi):
     script(cgi, "forever.sh", OK_HEADERS + "\necho started; exec sleep 1000\n")
     srv = cgi_server(server, cgi)
     held = hold_open(srv.port, "/forever.sh")
     assert srv.stop() == 0
     held.close()
-    leftovers = wait_for_no_leftovers(timeout=1.0)
+    leftovers = wait_for_no_leftovers()
     for pid in leftovers:  # so the fixture's own check stays clean while this is expected to fail
         os.kill(pid, signal.SIGKILL)
     assert leftovers == []

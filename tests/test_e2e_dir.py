@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from test_e2e_env import raw_upgrade
+from helpers import raw_upgrade
 
 REPORT = '#!/bin/sh\necho "SCRIPT_NAME=$SCRIPT_NAME"\necho "PATH_INFO=$PATH_INFO"\n'
 
@@ -98,11 +98,13 @@ def test_script_in_a_subdirectory_the_rest_is_path_info(dir_server):
         ["SCRIPT_NAME=/sub/other.sh", "PATH_INFO=/extra/path"], 1000)
 
 
+@pytest.mark.slow
 def test_encoded_names_are_decoded(dir_server):
     assert run_script(dir_server, "/my%20script.sh/a%20b/c%C3%A9") == (
         ["SCRIPT_NAME=/my script.sh", "PATH_INFO=/a b/cé"], 1000)
 
 
+@pytest.mark.slow
 def test_trailing_slash_stays_in_path_info(dir_server):
     assert run_script(dir_server, "/sub/other.sh/extra/") == (
         ["SCRIPT_NAME=/sub/other.sh", "PATH_INFO=/extra/"], 1000)
@@ -110,18 +112,21 @@ def test_trailing_slash_stays_in_path_info(dir_server):
         ["SCRIPT_NAME=/script.sh", "PATH_INFO=/"], 1000)
 
 
+@pytest.mark.slow
 def test_absolute_form_request_target_runs_the_script(dir_server):
     target = f"http://127.0.0.1:{dir_server.port}/sub/other.sh/x?y=1"
     assert run_script(dir_server, target) == (
         ["SCRIPT_NAME=/sub/other.sh", "PATH_INFO=/x"], 1000)
 
 
+@pytest.mark.slow
 def test_websockets_client_and_symlink_inside_the_directory(dir_server):
     with connect(dir_server.url("/alias.sh/x"), open_timeout=10) as ws:
         assert ws.recv(timeout=10) == "SCRIPT_NAME=/alias.sh"
         assert ws.recv(timeout=10) == "PATH_INFO=/x"
 
 
+@pytest.mark.slow
 def test_dir_given_through_a_symlink_still_confines(server, tree):
     (tree.base / "root-link").symlink_to(tree.root, target_is_directory=True)
     srv = server(f"--dir={tree.base / 'root-link'}")
@@ -148,6 +153,7 @@ def test_missing_scripts_and_directories_get_404_and_start_nothing(dir_server):
     assert started_nothing(dir_server)
 
 
+@pytest.mark.slow
 def test_non_executable_file_is_refused(dir_server, tree):
     for path in ("/noexec.sh", "/noexec.sh/more"):
         assert status_of(dir_server, path) in (403, 404), path
@@ -211,6 +217,7 @@ INVALID_UTF8 = ["/%ff", "/sub/%fe%ff.sh", "/%c0%ae%c0%ae/outside/evil.sh",
                 "/%c0%af..%c0%afoutside%c0%afevil.sh"]
 
 
+@pytest.mark.slow
 def test_paths_that_are_not_utf8_never_run_anything(dir_server, tree):
     for path in INVALID_UTF8:
         assert raw_upgrade(dir_server.port, path).status != 101, path
@@ -218,6 +225,7 @@ def test_paths_that_are_not_utf8_never_run_anything(dir_server, tree):
     assert started_nothing(dir_server)
 
 
+@pytest.mark.slow
 def test_paths_that_are_not_utf8_get_404_and_a_clean_log(dir_server):
     for path in INVALID_UTF8:
         assert raw_upgrade(dir_server.port, path).status == 404, path
@@ -228,6 +236,7 @@ def test_paths_that_are_not_utf8_get_404_and_a_clean_log(dir_server):
 # -- plain HTTP and the command line -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_plain_http_get_to_a_script_says_a_websocket_client_is_needed(dir_server):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(dir_server.url("/script.sh", "http"), timeout=10)

@@ -1,15 +1,11 @@
 """The environment a real process gets through a real server (SPEC §4, command mode).
 
-COMMAND is a Python one-liner that sends its whole initial environment as one
-JSON line. It reads /proc/self/environ rather than os.environ, because Python
-adds LC_CTYPE to os.environ by itself in a C locale; the bytes are carried as
-latin-1 code points so the test sees exactly the bytes the process got.
+COMMAND is `helpers.PROGRAM`, a Python one-liner that sends its whole initial
+environment as one JSON line, exactly the bytes the process got.
 """
 
 import json
 import os
-import socket
-import sys
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -17,24 +13,10 @@ from websockets.sync.client import connect
 
 from websocketd_py import __version__
 
-DUMP_ENV = (
-    "import json, os\n"
-    "try:\n"
-    "    raw = open('/proc/self/environ', 'rb').read()\n"
-    "except OSError:\n"
-    "    raw = b''.join(k + b'=' + v + b'\\0' for k, v in os.environb.items())\n"
-    "pairs = (item.decode('latin-1').split('=', 1) for item in raw.split(b'\\0') if item)\n"
-    "print(json.dumps(dict(pairs)))\n")
-PROGRAM = (sys.executable, "-I", "-c", DUMP_ENV)
+from helpers import PROGRAM, STANDARD, parametrize_fast_first, raw_upgrade
 
-STANDARD = {
-    "SERVER_SOFTWARE", "GATEWAY_INTERFACE", "SERVER_PROTOCOL", "REQUEST_METHOD", "SERVER_NAME",
-    "SERVER_PORT", "REMOTE_ADDR", "REMOTE_PORT", "REMOTE_HOST", "SCRIPT_NAME", "PATH_INFO",
-    "PATH_TRANSLATED", "QUERY_STRING", "REQUEST_URI", "UNIQUE_ID", "AUTH_TYPE",
-    "CONTENT_LENGTH", "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_USER"}
 #: Set for every process unless --passenv passes the server's own (see test_buffering).
 DEFAULTS = {"PYTHONUNBUFFERED"}
-WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
 def env_over_websockets(srv, path="/"):
@@ -49,93 +31,6 @@ def env_over_websockets(srv, path="/"):
             assert closed.rcvd is not None and closed.rcvd.code == 1000, closed
         assert len(messages) == 1, messages
         return json.loads(messages[0]), client_port, ws.request
-
-
-class RawReply:
-    """What a hand-written upgrade got: status, head, body or messages, close code."""
-
-    def __init__(self, status, head, body=b"", messages=(), close_code=None, client_port=None):
-        self.status, self.head, self.body = status, head, body
-        self.messages, self.close_code, self.client_port = list(messages), close_code, client_port
-
-    def env(self):
-        assert self.status == 101, (self.head, self.body)
-        assert self.close_code == 1000 and len(self.messages) == 1, (self.messages,
-                                                                      self.close_code)
-        return json.loads(self.messages[0])
-
-
-def raw_upgrade(port, target="/", headers=b"", host=None):
-    """A WebSocket upgrade written by hand, so headers can be repeated, folded or odd.
-
-    `headers` are raw header lines (bytes, each ending in CRLF). Reads the whole
-    session: every text message until the server's close frame, which it answers.
-    """
-    host_line = b"Host: " + (host or f"127.0.0.1:{port}").encode("latin-1") + b"\r\n"
-    request = (b"GET " + target.encode("latin-1") + b" HTTP/1.1\r\n" + host_line +
-               b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + WS_KEY +
-               b"\r\nSec-WebSocket-Version: 13\r\n" + headers + b"\r\n")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        client_port = sock.getsockname()[1]
-        sock.sendall(request)
-        reader = _Reader(sock)
-        head = reader.until(b"\r\n\r\n").decode("latin-1")
-        status = int(head.split(" ", 2)[1])
-        if status != 101:
-            length = [int(line.split(":", 1)[1]) for line in head.split("\r\n")
-                      if line.lower().startswith("content-length:")]
-            body = reader.exactly(length[0]) if length else reader.rest()
-            return RawReply(status, head, body, client_port=client_port)
-        messages, code = [], None
-        while True:
-            opcode, payload = reader.frame()
-            if opcode in (0x1, 0x0):
-                messages.append(payload.decode("utf-8"))
-            elif opcode == 0x8:
-                code = int.from_bytes(payload[:2], "big") if payload else None
-                sock.sendall(b"\x88\x82\x00\x00\x00\x00" + payload[:2])
-                break
-        return RawReply(status, head, messages=messages, close_code=code,
-                        client_port=client_port)
-
-
-class _Reader:
-    def __init__(self, sock):
-        self.sock, self.buffer = sock, b""
-
-    def _more(self):
-        chunk = self.sock.recv(65536)
-        assert chunk, f"connection closed early; got {self.buffer[:200]!r}"
-        self.buffer += chunk
-
-    def until(self, marker):
-        while marker not in self.buffer:
-            self._more()
-        data, _, self.buffer = self.buffer.partition(marker)
-        return data
-
-    def exactly(self, count):
-        while len(self.buffer) < count:
-            self._more()
-        data, self.buffer = self.buffer[:count], self.buffer[count:]
-        return data
-
-    def rest(self):
-        while True:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return self.buffer
-            self.buffer += chunk
-
-    def frame(self):
-        first, second = self.exactly(2)
-        assert not second & 0x80, "the server masked a frame"
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(self.exactly(2), "big")
-        elif length == 127:
-            length = int.from_bytes(self.exactly(8), "big")
-        return first & 0x0F, self.exactly(length)
 
 
 def sent_bytes(value):
@@ -180,6 +75,7 @@ def test_every_variable_for_one_connection(server):
         assert env[name] == os.environ[name]
 
 
+@pytest.mark.slow
 def test_unique_id_differs_between_connections_and_matches_the_log(server):
     srv = server(*PROGRAM)
     first, _, _ = env_over_websockets(srv)
@@ -202,6 +98,7 @@ def test_path_info_is_decoded_request_uri_and_query_stay_raw(server):
     assert (env["PATH_INFO"], env["QUERY_STRING"], env["REQUEST_URI"]) == ("/", "", "/")
 
 
+@pytest.mark.slow
 def test_path_info_keeps_bytes_that_are_not_utf8(server):
     srv = server(*PROGRAM)
     env = raw_upgrade(srv.port, "/caf%E9").env()
@@ -209,7 +106,7 @@ def test_path_info_keeps_bytes_that_are_not_utf8(server):
     assert sent_bytes(env["PATH_INFO"]) == b"/caf\xe9"
 
 
-@pytest.mark.parametrize("host, name, port", [
+@parametrize_fast_first("host, name, port", [
     ("example.com", "example.com", "80"),
     ("example.com:8080", "example.com", "8080"),
     ("[::1]:1234", "::1", "1234"),
@@ -222,12 +119,14 @@ def test_server_name_and_port_come_from_the_host_header(server, host, name, port
     assert env["HTTP_HOST"] == host
 
 
+@pytest.mark.slow
 def test_host_with_trailing_blanks_is_accepted_as_websocketd_does(server):
     srv = server(*PROGRAM)
     reply = raw_upgrade(srv.port, host="example.com \t")
     assert reply.status == 101, (reply.head, reply.body)
 
 
+@pytest.mark.slow
 def test_host_with_a_non_ascii_digit_port_is_refused_not_a_500(server):
     srv = server("--sameorigin", *PROGRAM)
     reply = raw_upgrade(srv.port, host="example.com:\xb2",
@@ -236,6 +135,7 @@ def test_host_with_a_non_ascii_digit_port_is_refused_not_a_500(server):
     assert srv.session_pids() == []
 
 
+@pytest.mark.slow
 def test_remote_port_is_the_clients_port_for_a_raw_client_too(server):
     srv = server(*PROGRAM)
     reply = raw_upgrade(srv.port)
@@ -288,6 +188,7 @@ def test_a_path_header_cannot_change_path(server):
     assert "LD_PRELOAD" not in env
 
 
+@pytest.mark.slow
 def test_folded_header_value_arrives_without_cr_or_lf(server):
     srv = server(*PROGRAM)
     reply = raw_upgrade(srv.port, headers=b"X-Fold: first\r\n  second\r\n\tthird\r\n")
@@ -296,6 +197,7 @@ def test_folded_header_value_arrives_without_cr_or_lf(server):
     assert value.split() == ["first", "second", "third"]
 
 
+@pytest.mark.slow
 def test_control_characters_in_header_values(server):
     """Tab stays (a field value may hold it); other controls the server lets in become spaces."""
     srv = server(*PROGRAM)
@@ -312,6 +214,7 @@ def test_nul_in_a_header_value_is_refused_and_starts_nothing(server):
     assert not any(line.endswith("| CONNECT") for line in srv.lines)
 
 
+@pytest.mark.slow
 def test_non_ascii_header_values_reach_the_program_as_sent(server):
     srv = server(*PROGRAM)
     utf8 = "é€😀 ünï".encode("utf-8")
@@ -347,6 +250,7 @@ def test_default_passenv_is_path_and_ld_library_path_only(server, tmp_path):
     assert env["SERVER_NAME"] == "127.0.0.1"
 
 
+@pytest.mark.slow
 def test_passenv_passes_exactly_the_listed_non_empty_variables(server, tmp_path):
     srv = server("--passenv=PATH,FOO,EMPTY,MISSING,LD_LIBRARY_PATH,REMOTE_ADDR", *PROGRAM,
                  env=server_environment(FOO="foo value=1", EMPTY="", MISSING=None,
@@ -360,6 +264,7 @@ def test_passenv_passes_exactly_the_listed_non_empty_variables(server, tmp_path)
     assert env["REMOTE_ADDR"] == "127.0.0.1"  # the request's, not the server's
 
 
+@pytest.mark.slow
 def test_passenv_without_path_leaves_path_out(server):
     srv = server("--passenv=FOO", *PROGRAM, env=server_environment(FOO="only"))
     env, _, _ = env_over_websockets(srv)

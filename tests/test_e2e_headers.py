@@ -9,6 +9,8 @@ import socket
 import pytest
 from websockets.sync.client import connect
 
+from helpers import parametrize_fast_first
+
 HEADER_FLAGS = ("--header=X-All: every", "--header-ws=X-Ws: upgrade only",
                 "--header-http=X-Http: plain only")
 UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -61,7 +63,7 @@ def test_101_gets_header_and_header_ws_only(full_server):
             ("every", "upgrade only", None)
 
 
-@pytest.mark.parametrize("method, path, extra, status", [
+@parametrize_fast_first("method, path, extra, status", [
     ("GET", "/index.html", "", 200),
     ("GET", "/dir", "", 301),
     ("GET", "/missing", "", 404),
@@ -78,6 +80,7 @@ def test_every_other_response_gets_header_and_header_http(full_server, method, p
     assert_plain_headers(*response_head(full_server.port, method, path, extra), status)
 
 
+@pytest.mark.slow
 def test_429_refusals_get_header_and_header_http(full_server):
     with connect(full_server.url(), origin="http://ok.test") as ws:
         ws.send("holding the only slot")
@@ -87,11 +90,13 @@ def test_429_refusals_get_header_and_header_http(full_server):
         assert_plain_headers(*response_head(full_server.port, "GET", "/ok.sh"), 429)
 
 
+@pytest.mark.slow
 def test_devconsole_page_gets_header_and_header_http(server):
     srv = server(*HEADER_FLAGS, "--devconsole", "cat")
     assert_plain_headers(*response_head(srv.port, "GET", "/any/path"), 200)
 
 
+@pytest.mark.slow
 def test_malformed_request_errors_get_header_and_header_http(server):
     srv = server(*HEADER_FLAGS, "cat")
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:

@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import children_of
+from helpers import children_of
 from websocketd_py.handshake import origin_allowed
 
 H = "h.test:8080"  # the Host header where it does not matter
@@ -103,6 +103,7 @@ def test_origin_list_on_a_real_server(server):
         assert_refused_without_a_process(srv, origin)
 
 
+@pytest.mark.slow
 def test_sameorigin_on_a_real_server(server):
     srv = server("--sameorigin", "cat")
     assert echo_works(srv, f"http://127.0.0.1:{srv.port}")
@@ -110,6 +111,7 @@ def test_sameorigin_on_a_real_server(server):
         assert_refused_without_a_process(srv, origin)
 
 
+@pytest.mark.slow
 def test_no_restriction_accepts_any_or_no_origin(server):
     srv = server("cat")
     assert echo_works(srv)

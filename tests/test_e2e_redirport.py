@@ -1,33 +1,13 @@
 """--redirport: every plain HTTP request there gets a 301 to the main port, path and query kept."""
 
-import socket
 import ssl
 
 import pytest
 from websockets.sync.client import connect
 
 from certificates import Authority
-from conftest import children_of
+from helpers import children_of, free_port, parametrize_fast_first, raw_request
 from websocketd_py.redirect import location
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def raw_request(port, head):
-    """Send `head` (request line and headers) and return (status line, headers dict)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head.encode("latin-1") + b"\r\n")
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = sock.recv(4096)
-            assert chunk, f"connection closed before the response ended: {response!r}"
-            response += chunk
-    status, *lines = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    return status, dict(line.split(": ", 1) for line in lines)
 
 
 @pytest.fixture
@@ -39,7 +19,7 @@ def redirecting(server):
     return srv, port
 
 
-@pytest.mark.parametrize("host_line, expected_host", [
+@parametrize_fast_first("host_line, expected_host", [
     ("Host: example.com:8080\r\n", "example.com"),
     ("Host: example.com\r\n", "example.com"),
     ("Host: [::1]:8080\r\n", "[::1]"),
@@ -61,6 +41,7 @@ def test_a_host_that_is_not_host_and_port_gets_400_as_everywhere(redirecting, ho
     assert status.split()[1] == "400"
 
 
+@pytest.mark.slow
 def test_http_10_request_without_host_and_upgrades_are_redirected_too(redirecting):
     srv, port = redirecting
     status, headers = raw_request(port, "GET / HTTP/1.0\r\n")
@@ -74,6 +55,7 @@ def test_http_10_request_without_host_and_upgrades_are_redirected_too(redirectin
     srv.wait_log(r"ACCESS \| http .* url:'http://127\.0\.0\.1/ws' .*\| 301 Moved Permanently")
 
 
+@pytest.mark.slow
 def test_with_ssl_the_redirect_leads_to_the_wss_endpoint(server, tmp_path):
     ca = Authority(tmp_path)
     cert, key = ca.issue("server", "localhost")

@@ -4,6 +4,7 @@ import socket
 import threading
 import time
 
+import pytest
 from websockets.sync.client import connect
 
 from websocketd_py import environment
@@ -28,6 +29,7 @@ def test_remote_host_is_the_address_without_the_flag(server):
     assert first_message(server(*PRINT_REMOTE)) == "127.0.0.1|127.0.0.1"
 
 
+@pytest.mark.slow
 def test_remote_host_is_the_reverse_dns_name_with_the_flag(server):
     assert (first_message(server("--reverselookup", *PRINT_REMOTE))
             == f"127.0.0.1|{expected_name('127.0.0.1')}")

@@ -58,6 +58,7 @@ def test_root_and_directories_serve_their_index_html(server, site):
     assert get(srv.port, "/empty/")[0] == 404
 
 
+@pytest.mark.slow
 def test_directory_without_slash_redirects_to_it_keeping_the_query(server, site):
     srv = server(f"--staticdir={site}")
     status, headers, _ = get(srv.port, "/docs?page=2")
@@ -77,6 +78,7 @@ def test_missing_file_is_404(server, site):
     assert get(srv.port, "/docs/nope/")[0] == 404
 
 
+@pytest.mark.slow
 def test_a_changed_file_is_seen_on_reload(server, site):
     """Every response must be revalidated (max-age=0), and a change must change the ETag."""
     srv = server(f"--staticdir={site}")
@@ -92,6 +94,7 @@ def test_a_changed_file_is_seen_on_reload(server, site):
     assert headers["etag"] != etag
 
 
+@pytest.mark.slow
 def test_head_gets_headers_without_the_file(server, site):
     srv = server(f"--staticdir={site}")
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
@@ -104,6 +107,7 @@ def test_head_gets_headers_without_the_file(server, site):
     assert body == b""
 
 
+@pytest.mark.slow
 def test_other_methods_are_405(server, site):
     srv = server(f"--staticdir={site}")
     status, headers, _ = get(srv.port, "/index.html", method="POST")
@@ -118,6 +122,7 @@ def test_upgrade_runs_the_command_and_get_serves_the_file_on_one_port(server, si
         assert get(srv.port, "/")[2] == b"<h1>home</h1>"  # while the session runs
 
 
+@pytest.mark.slow
 def test_symlinks_inside_the_directory_are_followed(server, site):
     os.symlink("docs/index.html", site / "alias.html")
     srv = server(f"--staticdir={site}")

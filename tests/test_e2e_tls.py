@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from certificates import Authority
-from conftest import children_of
+from helpers import children_of, parametrize_fast_first
 
 UPGRADE = ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -47,12 +47,14 @@ def test_wss_echo_through_cat_with_https_on_in_the_environment(server, ca, tls_f
     srv.wait_log(r"ACCESS \| http .* url:'https://127\.0\.0\.1:\d+/' .*\| 101 Switching Protocols")
 
 
+@pytest.mark.slow
 def test_without_ssl_there_is_no_https_variable(server):
     srv = server("sh", "-c", 'echo "HTTPS=${HTTPS-unset}"')
     with connect(srv.url(), open_timeout=10) as ws:
         assert ws.recv(timeout=10) == "HTTPS=unset"
 
 
+@pytest.mark.slow
 def test_devconsole_is_served_over_https_on_the_same_port(server, ca, tls_flags):
     srv = server(*tls_flags, "--devconsole", "cat")
     srv.wait_log(r"Developer console +: https://127\.0\.0\.1:\d+/$")
@@ -62,6 +64,7 @@ def test_devconsole_is_served_over_https_on_the_same_port(server, ca, tls_flags)
         assert b"<html" in response.read().lower()
 
 
+@pytest.mark.slow
 def test_silent_clients_do_not_stall_other_handshakes(server, ca, tls_flags):
     srv = server(*tls_flags, "cat")
     silent = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(3)]
@@ -80,6 +83,7 @@ def test_silent_clients_do_not_stall_other_handshakes(server, ca, tls_flags):
             sock.close()
 
 
+@pytest.mark.slow
 def test_plain_http_on_the_tls_port_is_logged_and_the_server_carries_on(server, ca, tls_flags):
     srv = server(*tls_flags, "cat")
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
@@ -132,7 +136,7 @@ def start_failure(*flags):
     return result.returncode, result.stderr.splitlines()
 
 
-@pytest.mark.parametrize("case, expected", [
+@parametrize_fast_first("case, expected", [
     ("missing cert", "cannot read --sslcert="),
     ("missing key", "cannot read --sslkey="),
     ("key of another certificate", "is not the private key of --sslcert="),

@@ -38,6 +38,7 @@ def test_unix_socket_alone_serves_and_the_client_address_is_unix(server, socket_
     assert srv.stop() == 0
 
 
+@pytest.mark.slow
 def test_unix_socket_with_a_tcp_port_serves_both(server, socket_path):
     srv = server(f"--unixsocket={socket_path}", "cat")
     with unix_connect(socket_path, uri="ws://localhost/", open_timeout=10) as ws:
@@ -58,6 +59,7 @@ def test_socket_file_is_removed_after_sigterm(server, socket_path):
     assert not os.path.exists(socket_path)
 
 
+@pytest.mark.slow
 def test_stale_socket_file_is_replaced(server, socket_path):
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(socket_path)

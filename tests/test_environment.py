@@ -1,6 +1,5 @@
 """Unit tests of `environment`: the CGI-style variables a process gets (SPEC §4)."""
 
-import dataclasses
 import os
 import re
 import threading
@@ -8,13 +7,8 @@ import threading
 import pytest
 
 from websocketd_py import __version__, environment
-from websocketd_py.environment import EndpointRequest
 
-STANDARD = {
-    "SERVER_SOFTWARE", "GATEWAY_INTERFACE", "SERVER_PROTOCOL", "REQUEST_METHOD", "SERVER_NAME",
-    "SERVER_PORT", "REMOTE_ADDR", "REMOTE_PORT", "REMOTE_HOST", "SCRIPT_NAME", "PATH_INFO",
-    "PATH_TRANSLATED", "QUERY_STRING", "REQUEST_URI", "UNIQUE_ID", "AUTH_TYPE",
-    "CONTENT_LENGTH", "CONTENT_TYPE", "REMOTE_IDENT", "REMOTE_USER"}
+from helpers import STANDARD, make_request
 
 
 def as_received(text):
@@ -168,17 +162,6 @@ def test_unique_ids_are_unique_across_threads():
 
 
 # -- build ---------------------------------------------------------------------------
-
-
-def make_request(**changes):
-    request = EndpointRequest(
-        method="GET", host="example.com:8080", https=False, remote_addr="10.1.2.3",
-        remote_port=54321, remote_host="10.1.2.3", script_name="/", path_info="/some/path x",
-        path="/some/path x", query_string="a=1&b=%20c", request_uri="/some/path%20x?a=1&b=%20c",
-        unique_id="1234567890001",
-        headers=(("Host", "example.com:8080"), ("Upgrade", "websocket"),
-                 ("X-Custom", "1"), ("X-Custom", "2")))
-    return dataclasses.replace(request, **changes)
 
 
 def test_build_gives_exactly_the_cgi_variables():

@@ -9,7 +9,6 @@ The `server` fixture proves at teardown that no process is left behind.
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -21,8 +20,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import wait_for
-from test_session import receive_all
+from helpers import parametrize_fast_first, receive_all, start_on_free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -116,12 +114,13 @@ def check_counter(server, program):
         assert ws.recv(timeout=5) == "1"
 
 
-@pytest.mark.parametrize("interpreter, script", COUNTERS, ids=[c[0] for c in COUNTERS])
+@parametrize_fast_first("interpreter, script", COUNTERS, ids=[c[0] for c in COUNTERS])
 def test_counter(server, interpreter, script):
     need(interpreter)
     check_counter(server, f"examples/counter/{script}")
 
 
+@pytest.mark.slow
 def test_counter_in_c(server, tmp_path):
     need("cc")
     binary = tmp_path / "count"
@@ -143,6 +142,7 @@ def test_greeter_answers_each_line_and_the_devconsole_page_is_served(server):
     assert status == 200 and content_type.startswith("text/html") and "<html" in page
 
 
+@pytest.mark.slow
 def test_env_dump_shows_the_cgi_variables(server):
     need_flag("devconsole")
     srv = start(server, "--devconsole", "examples/env/dump-env.sh")
@@ -164,6 +164,7 @@ def test_env_dump_shows_the_cgi_variables(server):
     assert "PATH" in env and "HOME" not in env  # only --passenv variables pass through
 
 
+@pytest.mark.slow
 def test_static_page_and_the_endpoint_share_one_port(server):
     srv = start(server, "--staticdir=examples/static", "examples/greeter/greeter.py")
     status, content_type, page = http_get(srv, "/")
@@ -178,6 +179,7 @@ def test_static_page_and_the_endpoint_share_one_port(server):
 
 # --- Chat and tail: following files ----------------------------------------------------
 
+@pytest.mark.slow
 def test_chat_room_two_clients_see_both_lines(server, tmp_path):
     room = tmp_path / "room.log"
     srv = start(server, "--staticdir=examples/chat", "examples/chat/chat.sh", str(room))
@@ -192,6 +194,7 @@ def test_chat_room_two_clients_see_both_lines(server, tmp_path):
     wait_for(lambda: srv.session_pids() == [], message="the chat processes to end")
 
 
+@pytest.mark.slow
 def test_broadcast_room_one_process_names_each_client(server):
     need_flag("devconsole")
     srv = start(server, "--devconsole", "--broadcast", "--broadcast-ids",
@@ -210,6 +213,7 @@ def test_broadcast_room_one_process_names_each_client(server):
             assert len(srv.session_pids()) == 1
 
 
+@pytest.mark.slow
 def test_tail_sends_the_last_lines_then_each_appended_line(server, tmp_path):
     need("tail")
     need_flag("devconsole")
@@ -225,6 +229,7 @@ def test_tail_sends_the_last_lines_then_each_appended_line(server, tmp_path):
 
 # --- JSON, binary ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_json_each_message_is_one_object(server):
     srv = start(server, "--staticdir=examples/json", "examples/json/stats.py", "3", "0.01")
     assert "JSON.parse(event.data)" in http_get(srv, "/")[2]
@@ -237,6 +242,7 @@ def test_json_each_message_is_one_object(server):
         assert o["load"] is None or len(o["load"]) == 3
 
 
+@pytest.mark.slow
 def test_binary_each_message_is_one_whole_png(server):
     srv = start(server, "--binary", "--staticdir=examples/binary",
                 "examples/binary/frames.py", "4", "0.05")
@@ -253,6 +259,7 @@ def test_binary_each_message_is_one_whole_png(server):
 
 # --- --dir -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_dir_picks_the_script_from_the_url(server):
     need_flag("devconsole")
     srv = start(server, "--devconsole", "--dir=examples/dir")
@@ -273,30 +280,12 @@ def test_dir_picks_the_script_from_the_url(server):
 
 # --- --cgidir --------------------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cgi_server(server):
-    """--cgidir alone logs no URL yet (see the xfail below): pick the port ourselves."""
-    port = _free_port()
-    srv = server(f"--port={port}", "--address=127.0.0.1", "--cgidir=examples/cgi",
-                 cwd=ROOT, wait=False, port_flag=False)
-
-    def listening():
-        assert srv.proc.poll() is None, srv.log_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-    wait_for(listening, timeout=15, message="the CGI server to listen")
-    srv.port = port
-    return srv
+    """--cgidir alone, on a port picked here (the test below checks the URL it logs)."""
+    return start_on_free_port(server, "--cgidir=examples/cgi", cwd=ROOT, timeout=15)
 
 
+@pytest.mark.slow
 def test_cgi_scripts_answer_plain_http(server):
     need_flag("cgidir")
     srv = _cgi_server(server)
@@ -310,7 +299,8 @@ def test_cgi_scripts_answer_plain_http(server):
     assert status == 200 and "<p>Hello, &lt;b&gt;Ann Lee!</p>" in page
 
 
+@pytest.mark.slow
 def test_cgidir_alone_logs_the_url_to_open(server):
     need_flag("cgidir")
     srv = _cgi_server(server)
-    srv.wait_log(rf"http://127\.0\.0\.1:{srv.port}/", timeout=2)
+    srv.wait_log(rf"http://127\.0\.0\.1:{srv.port}/")

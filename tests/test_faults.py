@@ -8,7 +8,6 @@ or a process that stays is a leak that would, over days, take a server down.
 """
 
 import asyncio
-import collections
 import hashlib
 import os
 import signal
@@ -22,44 +21,14 @@ import pytest
 from websockets.asyncio.client import connect as async_connect
 from websockets.sync.client import connect
 
-from conftest import descendants, process_state, wait_for
-from test_session import raw_handshake, receive_all
+from helpers import (assert_back_to_idle, descendants, footprint, process_state, raw_handshake,
+                     receive_all, rss_kib, start_measured, wait_for)
+
+#: Every test here waits for the footprint to come back to idle: at least the second
+#: (threads.IDLE_SECONDS) an idle session thread waits for work before it ends.
+pytestmark = pytest.mark.slow
 
 PY = sys.executable
-
-Footprint = collections.namedtuple("Footprint", "threads fds processes")
-
-
-def footprint(pid):
-    """What the server holds now: threads, open descriptors, descendant processes."""
-    return Footprint(len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd")),
-                     len(descendants(pid)))
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def start(server, *args):
-    """A server whose idle footprint and memory are recorded (as `idle`, `idle_rss`)."""
-    srv = server(*args)
-    srv.idle = footprint(srv.proc.pid)
-    srv.idle_rss = rss_kib(srv.proc.pid)
-    return srv
-
-
-def assert_back_to_idle(srv, timeout=10):
-    """Wait until the server holds exactly the threads, descriptors and processes of its start."""
-    seen = []
-
-    def idle_again():
-        seen.append(footprint(srv.proc.pid))
-        return seen[-1] == srv.idle
-    try:
-        wait_for(idle_again, timeout=timeout, message="the footprint to come back to idle")
-    except pytest.fail.Exception:
-        pytest.fail(f"the server holds {seen[-1]}, at start it held {srv.idle}")
 
 
 def masked_frame(payload):
@@ -82,8 +51,8 @@ def blocked_writing_a_pipe(pid):
 
 
 def test_crash_mid_stream_delivers_every_line_then_1011_with_the_signal(server):
-    srv = start(server, "sh", "-c",
-                "ulimit -c 0; seq 1 100000; printf 'half a line'; kill -SEGV $$")
+    srv = start_measured(server, "sh", "-c",
+                         "ulimit -c 0; seq 1 100000; printf 'half a line'; kill -SEGV $$")
     with connect(srv.url(), open_timeout=10) as ws:
         messages, code, reason = receive_all(ws)
     assert messages == [str(n) for n in range(1, 100001)] + ["half a line"]
@@ -95,7 +64,7 @@ def test_crash_mid_stream_delivers_every_line_then_1011_with_the_signal(server):
 @pytest.mark.parametrize("program, code, reason", [
     ("true", 1000, ""), ("false", 1011, "exit status 1")])
 def test_program_that_exits_at_once(server, program, code, reason):
-    srv = start(server, program)
+    srv = start_measured(server, program)
     for _ in range(3):
         with connect(srv.url(), open_timeout=10) as ws:
             assert receive_all(ws) == ([], code, reason)
@@ -105,7 +74,7 @@ def test_program_that_exits_at_once(server, program, code, reason):
 
 def test_program_that_never_reads_stdin_ends_when_the_client_leaves(server):
     """A few lines wait in the pipe; the client's close is answered at once, SIGINT ends it."""
-    srv = start(server, "sleep", "1000")
+    srv = start_measured(server, "sleep", "1000")
     with connect(srv.url(), open_timeout=10) as ws:
         for n in range(10):
             ws.send(f"unread {n}")
@@ -117,7 +86,7 @@ def test_program_that_never_reads_stdin_ends_when_the_client_leaves(server):
 
 def test_program_that_never_reads_stdin_ends_when_the_client_vanishes(server):
     """The pipe is full, the server waits for the program, and the client resets."""
-    srv = start(server, "sleep", "1000")
+    srv = start_measured(server, "sleep", "1000")
     sock, head, _ = raw_handshake(srv.port)
     assert head.startswith("HTTP/1.1 101")
     sock.sendall(masked_frame(b"x" * 200_000))  # more than the pipe holds
@@ -129,7 +98,7 @@ def test_program_that_never_reads_stdin_ends_when_the_client_vanishes(server):
 def test_program_that_never_writes_gets_every_line_and_the_close_is_answered(server, tmp_path):
     """The shell keeps stdout open (and silent) while cat stores stdin."""
     received = tmp_path / "received"
-    srv = start(server, "sh", "-c", 'cat > "$0"', str(received))
+    srv = start_measured(server, "sh", "-c", 'cat > "$0"', str(received))
     lines = [f"line {n}" for n in range(1000)]
     with connect(srv.url(), open_timeout=10) as ws:
         for line in lines:
@@ -143,8 +112,8 @@ def test_program_that_never_writes_gets_every_line_and_the_close_is_answered(ser
 
 def test_program_ignoring_sigint_and_sigterm_is_killed_on_schedule(server):
     """SIGINT at 100 ms, SIGTERM at 350 ms, SIGKILL at 850 ms, to the whole group."""
-    srv = start(server, "sh", "-c",
-                "trap '' INT TERM; sleep 1000 & echo ready; while :; do sleep 0.05; done")
+    srv = start_measured(server, "sh", "-c",
+                         "trap '' INT TERM; sleep 1000 & echo ready; while :; do sleep 0.05; done")
     with connect(srv.url(), open_timeout=10) as ws:
         assert ws.recv(timeout=10) == "ready"
         group = descendants(srv.proc.pid)
@@ -160,21 +129,21 @@ def test_program_ignoring_sigint_and_sigterm_is_killed_on_schedule(server):
 
 def test_grandchild_holding_the_pipes_is_killed_and_the_session_ends(server):
     """The program exits at once; its background child keeps stdout open, then is ended."""
-    srv = start(server, "sh", "-c", "sleep 1000 & echo $!")
+    srv = start_measured(server, "sh", "-c", "sleep 1000 & echo $!")
     with connect(srv.url(), open_timeout=10) as ws:
         grandchild = int(ws.recv(timeout=10))
         printed = time.monotonic()
         messages, code, _ = receive_all(ws)
     assert time.monotonic() - printed < 1.5
     assert (messages, code) == ([], 1000)
-    wait_for(lambda: process_state(grandchild) in (None, "Z"), timeout=2,
+    wait_for(lambda: process_state(grandchild) in (None, "Z"),
              message="the grandchild to be killed")
     assert_back_to_idle(srv)
 
 
 def test_grandchild_in_a_new_session_holding_the_pipes_does_not_hang_the_session(server):
     """setsid takes the grandchild out of the group, beyond the signals; the session still ends."""
-    srv = start(server, "sh", "-c", "setsid sleep 1000 & echo $!")
+    srv = start_measured(server, "sh", "-c", "setsid sleep 1000 & echo $!")
     with connect(srv.url(), open_timeout=10) as ws:
         escaped = int(ws.recv(timeout=10))
         try:
@@ -189,11 +158,11 @@ def test_grandchild_in_a_new_session_holding_the_pipes_does_not_hang_the_session
 
 def test_grandchild_in_a_new_session_holding_only_stderr_leaves_nothing_behind(server):
     """The shared stderr reader lets go of a pipe a stray process keeps open: fds come back."""
-    srv = start(server, "sh", "-c", "setsid sleep 1000 >/dev/null </dev/null & echo $!")
+    srv = start_measured(server, "sh", "-c", "setsid sleep 1000 >/dev/null </dev/null & echo $!")
     with connect(srv.url(), open_timeout=10) as ws:
         escaped = int(ws.recv(timeout=10))
         try:
-            messages, code, _ = receive_all(ws, timeout=3)
+            messages, code, _ = receive_all(ws)
             assert (messages, code) == ([], 1000)
             assert process_state(escaped) not in (None, "Z")  # still holding stderr ...
             assert_back_to_idle(srv)                          # ... yet the server let it go
@@ -206,7 +175,7 @@ def test_a_session_takes_two_threads_and_a_third_only_with_passstderr(server, fl
                                                                       threads_per_session):
     """Reader and writer; logged stderr and exits are watched by threads all sessions share,
     but --passstderr sends stderr to the client, so it needs a thread of its own."""
-    srv = start(server, *flags, "sh", "-c", "echo oops >&2; echo ready; exec cat")
+    srv = start_measured(server, *flags, "sh", "-c", "echo oops >&2; echo ready; exec cat")
     sessions = [connect(srv.url(), open_timeout=10, legacy=True) for _ in range(10)]
     try:
         for ws in sessions:
@@ -225,7 +194,7 @@ def test_a_session_takes_two_threads_and_a_third_only_with_passstderr(server, fl
 
 
 def test_client_vanishing_mid_message_leaves_nothing(server):
-    srv = start(server, "cat")
+    srv = start_measured(server, "cat")
     sock, head, _ = raw_handshake(srv.port)
     assert head.startswith("HTTP/1.1 101")
     sock.sendall(masked_frame(b"warm-up"))
@@ -237,7 +206,7 @@ def test_client_vanishing_mid_message_leaves_nothing(server):
 
 
 def test_client_vanishing_while_the_program_streams_leaves_nothing(server):
-    srv = start(server, "yes")
+    srv = start_measured(server, "yes")
     sock, head, _ = raw_handshake(srv.port)
     assert head.startswith("HTTP/1.1 101")
     assert sock.recv(65536)
@@ -262,7 +231,7 @@ def keepalive_timer(local_port, remote_port):
 def test_a_client_that_vanishes_without_a_trace_is_probed_by_tcp_keepalive(server):
     """A power cut sends no close frame, no FIN, no RST: only keep-alive probes (after 15 s
     of silence, as websocketd has them) find the dead client of a silent program."""
-    srv = start(server, "cat")
+    srv = start_measured(server, "cat")
     with connect(srv.url(), open_timeout=10) as ws:
         ws.send("hello")
         assert ws.recv(timeout=10) == "hello"
@@ -275,7 +244,7 @@ def test_a_client_that_vanishes_without_a_trace_is_probed_by_tcp_keepalive(serve
 
 def test_client_that_never_reads_blocks_the_flooding_program(server):
     """`yes` ends up blocked on its full pipe; the server buffers next to nothing."""
-    srv = start(server, "yes", "flood")
+    srv = start_measured(server, "yes", "flood")
     with connect(srv.url(), open_timeout=10, max_queue=1, close_timeout=1) as ws:
         assert ws.recv(timeout=10) == "flood"
         program = wait_for(lambda: descendants(srv.proc.pid), message="yes to run")[0]
@@ -306,7 +275,7 @@ def test_client_flooding_faster_than_the_program_reads_loses_nothing(server, tmp
     """The server stops reading the client while the program does not read; then all arrives."""
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    srv = start(server, *gated_reader(fifo))
+    srv = start_measured(server, *gated_reader(fifo))
     chunk_count, chunk = 512, os.urandom(32768).hex()  # 32 MiB of text, 64 KiB per message
     expected = hashlib.sha256()
     for n in range(chunk_count):
@@ -342,7 +311,7 @@ def test_client_flooding_faster_than_the_program_reads_loses_nothing(server, tmp
 
 
 def test_a_thousand_sessions_one_after_another_leave_nothing(server):
-    srv = start(server, "cat")
+    srv = start_measured(server, "cat")
     for n in range(1000):
         with connect(srv.url(), open_timeout=10) as ws:
             ws.send(f"echo {n}")
@@ -364,7 +333,7 @@ async def echo_sessions(url, total, at_once):
 
 
 def test_a_thousand_sessions_fifty_at_a_time_leave_nothing(server):
-    srv = start(server, "cat")
+    srv = start_measured(server, "cat")
     asyncio.run(echo_sessions(srv.url(), total=1000, at_once=50))
     srv.wait_log(r"DISCONNECT", count=1000, timeout=20)
     assert_back_to_idle(srv)
@@ -377,7 +346,7 @@ def test_ten_megabyte_line_without_newline_arrives_whole_as_fragments(server):
     alphabet, size = b"abcdefghijklmnopqrstuvwxyz", 10 * 1024 * 1024
     repeats = size // len(alphabet) + 1
     expected = (alphabet * repeats)[:size]
-    srv = start(server, PY, "-c", f"""
+    srv = start_measured(server, PY, "-c", f"""
 import sys
 data = ({alphabet!r} * {repeats})[:{size}]
 for start in range(0, len(data), 100_000):
@@ -397,8 +366,8 @@ def test_output_that_is_not_utf8_arrives_repaired(server):
              b"cut short \xe2\x82", b"split \xf0\x9f\x98\x80 emoji", b"\xc3\xa9t\xc3\xa9"]
     output = b"\n".join(lines) + b"\n"
     cut = output.index("\U0001F600".encode()) + 2
-    srv = start(server, "sh", "-c",
-                f"printf '{octal(output[:cut])}'; read go; printf '{octal(output[cut:])}'")
+    srv = start_measured(server, "sh", "-c",
+                         f"printf '{octal(output[:cut])}'; read go; printf '{octal(output[cut:])}'")
     with connect(srv.url(), open_timeout=10) as ws:
         first = [ws.recv(timeout=10) for _ in range(4)]  # the server has read the first half
         ws.send("go")
@@ -414,7 +383,7 @@ def octal(data):
 
 
 def test_nul_bytes_pass_through_in_text_mode(server):
-    srv = start(server, "sh", "-c", "printf 'nul:\\000:end\\n'; exec cat")
+    srv = start_measured(server, "sh", "-c", "printf 'nul:\\000:end\\n'; exec cat")
     with connect(srv.url(), open_timeout=10) as ws:
         assert ws.recv(timeout=10) == "nul:\0:end"
         ws.send("\0in\0the\0middle\0")
@@ -423,7 +392,7 @@ def test_nul_bytes_pass_through_in_text_mode(server):
 
 
 def test_nul_bytes_pass_through_in_binary_mode(server):
-    srv = start(server, "--binary", "cat")
+    srv = start_measured(server, "--binary", "cat")
     payload = b"\0" * 100 + bytes(range(256)) + b"\0"
     with connect(srv.url(), open_timeout=10) as ws:
         ws.send(payload)

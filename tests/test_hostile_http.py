@@ -18,8 +18,7 @@ import pytest
 from websockets.sync.client import connect
 
 from certificates import Authority
-from conftest import wait_for
-from test_faults import assert_back_to_idle, footprint, start
+from helpers import assert_back_to_idle, footprint, start_measured, wait_for
 from websocketd_py.server import WaitingRoom
 
 UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -92,8 +91,9 @@ def echo_once(url, **options):
         return ws.recv(timeout=10)
 
 
+@pytest.mark.slow
 def test_malformed_requests_are_refused_and_start_nothing(server):
-    srv = start(server, "cat")
+    srv = start_measured(server, "cat")
     answers = {what: exchange(srv.port, data) for what, data, _ in MALFORMED}
     assert answers == {what: status for what, _, status in MALFORMED}
     assert srv.session_pids() == []
@@ -104,8 +104,9 @@ def test_malformed_requests_are_refused_and_start_nothing(server):
     assert srv.stderr_lines == []  # no traceback
 
 
+@pytest.mark.slow
 def test_request_cut_off_mid_headers_leaves_nothing(server):
-    srv = start(server, "cat")
+    srv = start_measured(server, "cat")
     for _ in range(20):
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: webs")
@@ -159,8 +160,9 @@ def many_descriptors():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.slow
 def test_ten_thousand_silent_connections_do_not_stop_a_new_client(server, many_descriptors):
-    srv = start(server, "cat")
+    srv = start_measured(server, "cat")
     if open_file_limit(srv.proc.pid) < IDLE_CONNECTIONS + 1000:
         pytest.skip("the server cannot open enough files here")
     silent = open_silent_connections(srv.port, IDLE_CONNECTIONS)
@@ -177,10 +179,11 @@ def test_ten_thousand_silent_connections_do_not_stop_a_new_client(server, many_d
     assert_back_to_idle(srv, timeout=20)
 
 
+@pytest.mark.slow
 def test_silent_connections_on_a_tls_port_cost_no_thread(server, tmp_path):
     authority = Authority(tmp_path)
     cert, key = authority.issue("server", "localhost")
-    srv = start(server, "--ssl", f"--sslcert={cert}", f"--sslkey={key}", "cat")
+    srv = start_measured(server, "--ssl", f"--sslcert={cert}", f"--sslkey={key}", "cat")
     silent = open_silent_connections(srv.port, 500)
     try:
         wait_for(lambda: footprint(srv.proc.pid).fds >= srv.idle.fds + 500,

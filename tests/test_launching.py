@@ -14,7 +14,7 @@ import pytest
 from websocketd_py import environment, launching
 from websocketd_py.config import Config, UsageError
 
-from test_environment import make_request
+from helpers import make_request
 
 PYTHON = r"C:\Python312\python.exe"
 COMSPEC = r"C:\Windows\system32\cmd.exe"

@@ -15,7 +15,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,8 +29,7 @@ from websockets.sync.client import connect
 from websocketd_py import __version__
 from websocketd_py.log import LEVELS, Log
 
-from test_session import receive_all
-from conftest import wait_for
+from helpers import receive_all, start_on_free_port, wait_for
 
 SH = os.path.abspath(shutil.which("sh"))
 ORIGIN = "http://client.example"
@@ -62,29 +60,6 @@ def parse_line(line):
     return {"time": when, "level": match["level"].rstrip(), "category": category.rstrip(),
             "keys": [k for k, _ in fields], "fields": dict(fields),
             "message": match["message"], "line": line}
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_quiet_server(server, *args):
-    """A server whose log level hides the startup lines: we choose its port ourselves."""
-    port = free_port()
-    srv = server(f"--port={port}", "--address=127.0.0.1", *args, port_flag=False, wait=False)
-
-    def accepting():
-        assert srv.proc.poll() is None, "server exited:\n" + srv.log_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-    wait_for(accepting, message=f"a listener on 127.0.0.1:{port}")
-    srv.port = port  # so the fixture checks the exit status too
-    return srv
 
 
 def plain_get(srv, path="/"):
@@ -122,6 +97,7 @@ def test_every_line_has_websocketd_shape_and_a_current_timestamp(session_log):
         assert abs((entry["time"] - now).total_seconds()) < 120, entry["line"]
 
 
+@pytest.mark.slow
 def test_startup_lines_say_what_is_served_and_where(session_log):
     srv, _, entries = session_log
     first, second = entries[0], entries[1]
@@ -185,12 +161,14 @@ def test_plain_http_request_has_an_access_line(session_log):
     assert plain[0]["fields"] == {"url": f"http://127.0.0.1:{srv.port}/", "remote": "127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_shutdown_is_logged(session_log):
     _, _, entries = session_log
     assert [(e["level"], e["category"], e["message"]) for e in entries[-2:]] == [
         ("INFO", "server", "SIGTERM received: shutting down"), ("INFO", "server", "stopped")]
 
 
+@pytest.mark.slow
 def test_failed_exit_is_in_the_disconnect_line(server):
     srv = server("sh", "-c", "exit 3")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
@@ -201,6 +179,7 @@ def test_failed_exit_is_in_the_disconnect_line(server):
     assert entry["fields"]["origin"] in ("", "file:")  # no Origin sent (websocketd: 'file:')
 
 
+@pytest.mark.slow
 def test_timestamps_use_the_local_numeric_zone(server):
     srv = server("echo", "hi", env={**os.environ, "TZ": "XST-5:30"})
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
@@ -213,6 +192,7 @@ def test_timestamps_use_the_local_numeric_zone(server):
     assert all(parse_line(line)["line"][26:31] == "+0530" for line in srv.lines)
 
 
+@pytest.mark.slow
 def test_refused_upgrade_is_logged_at_error(server):
     srv = server("--origin=http://good.example", "echo", "hi")
     with pytest.raises(InvalidStatus) as refused:
@@ -224,6 +204,7 @@ def test_refused_upgrade_is_logged_at_error(server):
     assert not any(" | CONNECT" in line for line in srv.lines)
 
 
+@pytest.mark.slow
 def test_launch_failure_is_logged_at_error(server, tmp_path):
     script = tmp_path / "vanishing.sh"
     script.write_text("#!/bin/sh\necho hi\n")
@@ -240,7 +221,7 @@ def test_launch_failure_is_logged_at_error(server, tmp_path):
 
 
 def test_loglevel_none_prints_nothing_for_a_whole_session(server):
-    srv = start_quiet_server(server, "--loglevel=none", "sh", "-c", "echo hi; echo oops >&2")
+    srv = start_on_free_port(server, "--loglevel=none", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
         assert receive_all(ws)[:2] == (["hi"], 1000)
     assert plain_get(srv) == 404
@@ -249,8 +230,9 @@ def test_loglevel_none_prints_nothing_for_a_whole_session(server):
     assert srv.stderr_lines == []
 
 
+@pytest.mark.slow
 def test_loglevel_error_shows_stderr_but_no_access_lines(server):
-    srv = start_quiet_server(server, "--loglevel=error", "sh", "-c", "echo hi; echo oops >&2")
+    srv = start_on_free_port(server, "--loglevel=error", "sh", "-c", "echo hi; echo oops >&2")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
         assert receive_all(ws)[:2] == (["hi"], 1000)
     assert plain_get(srv) == 404
@@ -261,6 +243,7 @@ def test_loglevel_error_shows_stderr_but_no_access_lines(server):
         ("ERROR", "stderr", "oops")]
 
 
+@pytest.mark.slow
 def test_loglevel_debug_shows_the_environment(server):
     srv = server("--loglevel=debug", "sh", "-c", "echo hi")
     with connect(srv.url(), proxy=None, open_timeout=10) as ws:
@@ -420,6 +403,7 @@ class ChoppyStream(io.StringIO):
         return len(text)
 
 
+@pytest.mark.slow
 def test_many_threads_writing_never_interleave_lines():
     stream = ChoppyStream()
     log = Log("debug", stream)
@@ -515,7 +499,7 @@ def test_second_signal_while_stdout_is_blocked_does_not_deadlock():
             lambda: os.read(read_end, 65536), b"")), daemon=True)
         drainer.start()  # the reader catches up: the server may go on
         try:
-            status = proc.wait(timeout=3)
+            status = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pytest.fail("server hung after a second SIGTERM while its stdout was blocked")
         assert status in (0, 1)

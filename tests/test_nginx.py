@@ -20,7 +20,7 @@ import sys
 import pytest
 from websockets.sync.client import connect
 
-from test_proxy import PROXY_ADDRESS, needs_proxy_address
+from helpers import PROXY_ADDRESS, needs_proxy_address
 
 EXAMPLE = pathlib.Path(__file__).parent.parent / "examples" / "nginx" / "nginx.conf"
 NGINX = shutil.which("nginx", path=os.pathsep.join(
@@ -30,7 +30,7 @@ TELL = ("import json, os, sys\n"
         "names = ('REMOTE_ADDR', 'REMOTE_PORT', 'HTTPS', 'SERVER_NAME', 'SERVER_PORT')\n"
         "print(json.dumps({'instance': sys.argv[1], **{n: os.environ.get(n) for n in names}}))\n")
 
-pytestmark = [needs_proxy_address, pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, needs_proxy_address, pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (Debian/Ubuntu: apt-get install nginx)")]
 
 

@@ -7,7 +7,6 @@ choose its own REMOTE_ADDR. (tests/test_nginx.py does the same behind nginx.)
 
 import io
 import json
-import socket
 
 import pytest
 from websockets.sync.client import connect
@@ -16,9 +15,8 @@ from websocketd_py import cli, proxy
 from websocketd_py.config import UsageError
 from websocketd_py.log import Log
 
-from test_e2e_env import PROGRAM
+from helpers import PROGRAM, PROXY_ADDRESS, needs_proxy_address
 
-PROXY_ADDRESS = "127.0.0.2"
 FORWARDED = {"X-Forwarded-For": "6.6.6.6, 198.51.100.7", "X-Forwarded-Proto": "https",
              "X-Forwarded-Host": "example.org:8443"}
 
@@ -111,20 +109,6 @@ def test_any_other_peer_cannot_choose_what_the_app_sees():
 # -- end to end ------------------------------------------------------------------------
 
 
-def _is_local(address):
-    try:
-        socket.create_server((address, 0)).close()
-    except OSError:
-        return False
-    return True
-
-
-#: For tests that need a second loopback address to play the proxy.
-needs_proxy_address = pytest.mark.skipif(
-    not _is_local(PROXY_ADDRESS), reason=f"{PROXY_ADDRESS} is not a local address here "
-    f"(Linux has all of 127/8; macOS: sudo ifconfig lo0 alias {PROXY_ADDRESS})")
-
-
 def program_environment(srv, source, headers):
     """The environment the program gets for a connection from address `source`."""
     with connect(srv.url(), additional_headers=headers, source_address=(source, 0),
@@ -152,6 +136,7 @@ def test_a_direct_client_cannot_spoof_its_address(server):
 
 
 @needs_proxy_address
+@pytest.mark.slow
 def test_without_the_flag_nobody_is_trusted(server):
     srv = server(*PROGRAM)
     assert program_environment(srv, PROXY_ADDRESS, FORWARDED)["REMOTE_ADDR"] == PROXY_ADDRESS

@@ -4,7 +4,7 @@ disagree or are not a number. Raw sockets send what a library would not."""
 
 import pytest
 
-from conftest import children_of
+from helpers import children_of, raw_request
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -12,16 +12,7 @@ UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 
 
 
 def status_of(port, head):
-    import socket
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head.encode("latin-1") + b"\r\n")
-        reply = b""
-        while b"\r\n" not in reply:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    return int(reply.split()[1])
+    return int(raw_request(port, head)[0].split()[1])
 
 
 @pytest.mark.parametrize("headers", [
@@ -33,7 +24,8 @@ def status_of(port, head):
     "Host: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n",
     "Host: h\r\nContent-Length: ten\r\n",
 ], ids=["backticks", "space", "port", "bracket", "two-hosts", "two-lengths", "length-nan"])
-@pytest.mark.parametrize("upgrade", [True, False], ids=["upgrade", "plain"])
+@pytest.mark.parametrize("upgrade", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["upgrade", "plain"])
 def test_refused_with_400_and_nothing_runs(server, headers, upgrade):
     srv = server("cat")
     head = "GET / HTTP/1.1\r\n" + headers + (UPGRADE if upgrade else "")
@@ -42,6 +34,7 @@ def test_refused_with_400_and_nothing_runs(server, headers, upgrade):
     assert not any("CONNECT" in line for line in srv.lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["example.com", "example.com:8080", "[::1]:80", "127.0.0.1",
                                   "h.test  ", "[fe80::1%25eth0]:99"])
 def test_hosts_of_the_grammar_are_served(server, host):

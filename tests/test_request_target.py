@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from helpers import read_until_eof
 from websocketd_py.decoding import request_target
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -35,12 +36,7 @@ def exchange(port, data):
     """Send `data` on a new connection, read to the end."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(data)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return read_until_eof(sock)
 
 
 class _Received:
@@ -109,6 +105,7 @@ def test_a_script_named_in_utf8_is_found_under_dir(server, show, tmp_path):
         assert env["SCRIPT_NAME"] == utf8_as_latin1("/café")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rest", [b"/caf\xc3\xa9", b"/caf%C3%A9"])
 def test_cgi_path_info_is_the_utf8_path(server, tmp_path, rest):
     script = tmp_path / "show.py"
@@ -129,6 +126,7 @@ def test_cgi_path_info_is_the_utf8_path(server, tmp_path, rest):
     assert env["REQUEST_URI"] == target.decode("latin-1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", [b"/caf\xc3\xa9.txt", b"/caf%C3%A9.txt"])
 def test_static_files_named_in_utf8_are_served(server, tmp_path, target):
     (tmp_path / "café.txt").write_text("bonjour")

@@ -15,6 +15,8 @@ import urllib.request
 
 import pytest
 
+from helpers import read_until_eof
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, prlimit")
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -35,12 +37,7 @@ def upgrade(port):
         sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                      f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                      f"Sec-WebSocket-Key: {KEY}\r\n\r\n".encode())
-        received = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return received
-            received += chunk
+        return read_until_eof(sock)
 
 
 def status(srv):

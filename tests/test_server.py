@@ -8,9 +8,8 @@ import struct
 import pytest
 from websockets.sync.client import connect
 
-from conftest import children_of, wait_for
+from helpers import children_of, receive_all, wait_for
 from websocketd_py import tuning
-from test_session import receive_all
 
 HAS_IPV6 = socket.has_ipv6
 
@@ -39,6 +38,7 @@ def test_one_listener_per_address_ipv4_and_ipv6(server):
 
 
 @pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback here")
+@pytest.mark.slow
 def test_default_listens_on_every_interface_ipv4_and_ipv6(server):
     srv = server("--port=0", "cat", port_flag=False, wait=False)
     srv.port = int(srv.wait_log(r"ws://localhost:(\d+)/").group(1))
@@ -60,6 +60,7 @@ def test_program_that_exits_at_once(server):
         assert receive_all(ws)[:2] == ([], 1000)
 
 
+@pytest.mark.slow
 def test_client_vanishing_mid_message_leaves_nothing(server):
     """Half a frame, then a TCP reset: the session ends and its process is stopped."""
     srv = server("cat")
@@ -95,6 +96,7 @@ def cpus_of_threads(pid):
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="Linux with two CPUs or more")
+@pytest.mark.slow
 def test_the_servers_threads_keep_to_one_cpu_and_its_programs_get_every_cpu(server):
     """Against the GIL convoy (`tuning.server_threads_on_one_cpu`), without confining the programs."""
     given = os.sched_getaffinity(0)  # what the server was started with

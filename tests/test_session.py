@@ -8,23 +8,12 @@ import threading
 import time
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import children_of, descendants, process_state, wait_for
+from helpers import (children_of, descendants, echo_through_binary_cat, process_state,
+                     raw_handshake, read_until_eof, receive_all, wait_for)
 
 PY = sys.executable
-
-
-def receive_all(ws, timeout=10):
-    """Every message until the server closes; (messages, close code, close reason)."""
-    messages = []
-    try:
-        while True:
-            messages.append(ws.recv(timeout=timeout))
-    except ConnectionClosed as closed:
-        rcvd = closed.rcvd
-        return messages, (rcvd.code if rcvd else None), (rcvd.reason if rcvd else None)
 
 
 def run_program(server, *program, path="/", flags=()):
@@ -39,6 +28,7 @@ def test_each_line_is_one_message_and_the_close_code_says_success(server):
     assert code == 1000
 
 
+@pytest.mark.slow
 def test_last_line_without_newline_is_delivered(server):
     messages, code, _ = run_program(server, "printf", "first\nlast without newline")
     assert messages == ["first", "last without newline"]
@@ -51,11 +41,13 @@ def test_exit_status_becomes_1011_with_reason(server):
     assert (code, reason) == (1011, "exit status 3")
 
 
+@pytest.mark.slow
 def test_killed_process_reports_the_signal(server):
     _, code, reason = run_program(server, "sh", "-c", "kill -9 $$")
     assert (code, reason) == (1011, "killed by signal 9")
 
 
+@pytest.mark.slow
 def test_invalid_utf8_is_replaced_never_sent_as_invalid_text(server):
     messages, _, _ = run_program(server, "printf", "ok \\377\\376 end\n\\303\\251\n")
     assert messages == ["ok \ufffd\ufffd end", "é"]
@@ -72,6 +64,7 @@ def test_client_messages_become_lines_embedded_newlines_kept(server):
         assert ws.recv(timeout=10) == ""
 
 
+@pytest.mark.slow
 def test_binary_message_in_text_mode_is_dropped_and_logged(server):
     srv = server("cat")
     with connect(srv.url()) as ws:
@@ -79,19 +72,6 @@ def test_binary_message_in_text_mode_is_dropped_and_logged(server):
         ws.send("after")
         assert ws.recv(timeout=10) == "after"
     srv.wait_log(r"ERROR .*binary message dropped")
-
-
-def echo_through_binary_cat(ws, payload):
-    """Send `payload` while reading what comes back (cat may return it in other pieces)."""
-    sender = threading.Thread(target=ws.send, args=(payload,))
-    sender.start()
-    received = bytearray()
-    while len(received) < len(payload):
-        message = ws.recv(timeout=20)
-        assert isinstance(message, bytes)
-        received += message
-    sender.join()
-    return bytes(received)
 
 
 def test_binary_mode_one_mebibyte_both_ways_through_cat(server):
@@ -103,6 +83,7 @@ def test_binary_mode_one_mebibyte_both_ways_through_cat(server):
         assert ws.recv(timeout=10) == b"text gets a newline\n"
 
 
+@pytest.mark.slow
 def test_binary_mode_a_write_after_a_quiet_spell_is_one_message(server):
     """Text mode shrinks the reads of a quiet program (`readsize.ReadSize`);
     binary mode must not: there each read of stdout is one message."""
@@ -116,6 +97,7 @@ def test_binary_mode_a_write_after_a_quiet_spell_is_one_message(server):
         ws.send(b"end\n")
 
 
+@pytest.mark.slow
 def test_text_mode_a_long_burst_after_a_quiet_spell_comes_through_whole(server):
     program = ("import os, sys\nos.write(1, b'ready\\n')\nsys.stdin.buffer.readline()\n"
                "os.write(1, b'y' * 200000 + b'\\n' + b'z\\n' * 1000)\n")
@@ -153,6 +135,7 @@ def _frame_size(data):
     return 4 + struct.unpack("!H", data[2:4])[0] if length == 126 else 2 + length
 
 
+@pytest.mark.slow
 def test_a_fragmented_binary_message_reaches_the_program_in_one_write(server):
     """The program (read sizes, one per line) gets the message whole, though its first
     fragment was read, and a ping after it answered, before the rest was sent."""
@@ -184,6 +167,7 @@ def test_message_over_maxframesize_closes_with_1009(server):
     assert code == 1009
 
 
+@pytest.mark.slow
 def test_compression_is_not_negotiated_by_default(server):
     srv = server("cat")
     with connect(srv.url(), compression="deflate") as ws:
@@ -192,6 +176,7 @@ def test_compression_is_not_negotiated_by_default(server):
         assert ws.recv(timeout=10) == "plain"
 
 
+@pytest.mark.slow
 def test_sends_are_serialised_while_pings_arrive(server):
     """Pongs (reader thread) and data (writer thread) never cut into each other's frames."""
     srv = server("seq", "1", "200000")
@@ -215,29 +200,7 @@ def test_sends_are_serialised_while_pings_arrive(server):
     assert messages == [str(n) for n in range(1, 200001)]
 
 
-def raw_handshake(port, path="/", extra=""):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                  f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed during the handshake"
-        response += chunk
-    head, _, rest = response.partition(b"\r\n\r\n")
-    return sock, head.decode(), rest
-
-
-def read_until_eof(sock, initial=b""):
-    data = initial
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
+@pytest.mark.slow
 def test_no_stray_http_response_after_the_session(server):
     srv = server("echo", "hi")
     sock, head, rest = raw_handshake(srv.port)
@@ -269,6 +232,7 @@ def test_handshake_with_bad_key_or_version_gets_400_and_no_process(server):
     assert children_of(srv.proc.pid) == []
 
 
+@pytest.mark.slow
 def test_plain_http_to_the_endpoint_is_websocketds_404_saying_a_websocket_client_is_needed(
         server):
     import urllib.error
@@ -302,6 +266,7 @@ def test_stderr_is_logged_not_sent(server):
     assert messages == ["out"]
 
 
+@pytest.mark.slow
 def test_stderr_lines_reach_the_log(server):
     srv = server("sh", "-c", "echo 'oops: bad' >&2; echo done")
     with connect(srv.url()) as ws:
@@ -318,6 +283,7 @@ def test_passstderr_tags_every_line_as_json(server):
     assert code == 1000
 
 
+@pytest.mark.slow
 def test_backpressure_slow_client_blocks_the_process(server):
     """A client that stops reading: `yes` ends up blocked on a full pipe, server memory stays small."""
     srv = server("yes")
@@ -333,6 +299,7 @@ def test_backpressure_slow_client_blocks_the_process(server):
         assert rss_kib < 200_000, f"server RSS grew to {rss_kib} KiB"
 
 
+@pytest.mark.slow
 def test_backpressure_slow_process_stops_reading_the_client(server):
     """A process that never reads stdin: the client's sends stall, server memory stays small."""
     srv = server("sleep", "1000")
@@ -384,6 +351,7 @@ def test_client_close_ends_the_process_group_with_sigint(server, tmp_path):
     srv.wait_log(r"DISCONNECT")
 
 
+@pytest.mark.slow
 def test_process_ignoring_sigint_and_sigterm_is_killed(server):
     srv = server("--closems=0", "sh", "-c", "trap '' INT TERM; echo ready; while :; do sleep 0.05; done")
     with connect(srv.url()) as ws:
@@ -391,6 +359,7 @@ def test_process_ignoring_sigint_and_sigterm_is_killed(server):
     srv.wait_log(r"exit:'killed by signal 9'.*DISCONNECT")
 
 
+@pytest.mark.slow
 def test_client_close_is_answered_with_the_clients_code(server):
     srv = server("cat")
     with connect(srv.url()) as ws:
@@ -424,6 +393,7 @@ def test_pingms_closes_a_client_that_never_answers(server):
     srv.wait_log(r"DISCONNECT")
 
 
+@pytest.mark.slow
 def test_pingms_keeps_an_answering_client(server):
     srv = server("--pingms=50", "cat")
     with connect(srv.url()) as ws:  # websockets answers pings by itself
@@ -434,6 +404,7 @@ def test_pingms_keeps_an_answering_client(server):
             assert ws.recv(timeout=10) == "still here"
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigint_end_every_session_and_exit_0(server):
     import signal
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -451,6 +422,7 @@ def test_sigterm_and_sigint_end_every_session_and_exit_0(server):
             ws.close()
 
 
+@pytest.mark.slow
 def test_a_silent_program_gets_one_buffering_hint_in_the_log(server):
     srv = server("sh", "-c", "sleep 30")
     with connect(srv.url()):
@@ -459,6 +431,7 @@ def test_a_silent_program_gets_one_buffering_hint_in_the_log(server):
             srv.wait_log(r"no output from the program yet", count=2, timeout=4)
 
 
+@pytest.mark.slow
 def test_a_program_that_prints_gets_no_buffering_hint(server):
     srv = server("sh", "-c", "echo hello; sleep 30")
     with connect(srv.url()) as ws:
@@ -467,6 +440,7 @@ def test_a_program_that_prints_gets_no_buffering_hint(server):
             srv.wait_log(r"no output from the program yet", timeout=4)
 
 
+@pytest.mark.slow
 def test_an_http_1_0_upgrade_is_refused_without_a_process(server):
     srv = server("cat")
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:

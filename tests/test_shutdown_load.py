@@ -18,7 +18,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as sync_connect
 
-from conftest import Server, children_of, leftover_processes, wait_for
+from helpers import Server, children_of, leftover_processes, wait_for
+
+pytestmark = pytest.mark.slow
 
 SESSIONS = 200
 #: cat ends when stdin closes, the background sleep only by a signal to the group.

@@ -6,11 +6,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 from websockets.sync.client import connect
 
-from conftest import wait_for
-from test_e2e_cgi import request
-from test_e2e_env import raw_upgrade
+from helpers import raw_upgrade, request, wait_for
 from websocketd_py import __version__
 
 
@@ -59,11 +58,13 @@ def test_each_running_session_is_listed_until_it_ends(server):
     assert status(srv)["sessions"] == []
 
 
+@pytest.mark.slow
 def test_unlimited_maxforks_is_null(server):
     srv = server("--status-path=/_status", "--maxforks=0", "cat")
     assert status(srv)["maxforks"] is None
 
 
+@pytest.mark.slow
 def test_only_that_exact_path_answers_and_a_query_is_ignored(server):
     srv = server("--status-path=/_status", "cat")
     assert status(srv, "/_status?verbose=1")["session_count"] == 0
@@ -73,6 +74,7 @@ def test_only_that_exact_path_answers_and_a_query_is_ignored(server):
         assert b"WebSocket endpoint" in body
 
 
+@pytest.mark.slow
 def test_it_is_not_shadowed_by_a_static_file_or_the_dev_console(server, tmp_path):
     (tmp_path / "_status").write_text("a file")
     srv = server("--status-path=/_status", f"--staticdir={tmp_path}", "cat")
@@ -82,11 +84,13 @@ def test_it_is_not_shadowed_by_a_static_file_or_the_dev_console(server, tmp_path
     assert status(srv)["version"] == __version__
 
 
+@pytest.mark.slow
 def test_an_upgrade_to_that_path_still_reaches_the_endpoint(server):
     srv = server("--status-path=/_status", "sh", "-c", 'echo "$PATH_INFO"')
     assert raw_upgrade(srv.port, "/_status").messages == ["/_status"]
 
 
+@pytest.mark.slow
 def test_other_methods_get_405(server):
     srv = server("--status-path=/_status", "cat")
     status_code, headers, _ = request(srv.port, "POST", "/_status", body=b"x")
@@ -100,6 +104,7 @@ def test_it_is_off_by_default(server):
     assert request(srv.port, "GET", "/_status")[0] == 404
 
 
+@pytest.mark.slow
 def test_it_needs_the_credentials_basic_auth_asks_for(server):
     srv = server("--status-path=/_status", "--basic-auth=ann:pw", "cat")
     status_code, headers, _ = request(srv.port, "GET", "/_status")

@@ -8,10 +8,10 @@ subprotocols.
 import subprocess
 import sys
 
+import pytest
 from websockets.sync.client import connect
 
-from test_e2e_env import raw_upgrade
-from test_session import receive_all
+from helpers import raw_upgrade, receive_all
 
 PRINT_PROTOCOL = ("sh", "-c", 'echo "${WEBSOCKET_PROTOCOL-unset}"')
 
@@ -30,6 +30,7 @@ def test_the_first_protocol_the_client_asks_for_that_the_server_lists_is_chosen(
     assert negotiate(srv, ["mqtt", "chat"]) == ("chat", "chat")
 
 
+@pytest.mark.slow
 def test_the_101_names_the_chosen_protocol(server):
     srv = server("--subprotocol=chat", *PRINT_PROTOCOL)
     with connect(srv.url(), subprotocols=["chat"], open_timeout=10) as ws:
@@ -37,6 +38,7 @@ def test_the_101_names_the_chosen_protocol(server):
         receive_all(ws)
 
 
+@pytest.mark.slow
 def test_a_client_asking_only_for_unknown_protocols_connects_without_one(server):
     srv = server("--subprotocol=chat", *PRINT_PROTOCOL)
     with connect(srv.url(), subprotocols=["mqtt", "soap"], open_timeout=10) as ws:
@@ -45,6 +47,7 @@ def test_a_client_asking_only_for_unknown_protocols_connects_without_one(server)
         assert receive_all(ws)[0] == ["unset"]
 
 
+@pytest.mark.slow
 def test_a_client_asking_for_none_gets_none(server):
     srv = server("--subprotocol=chat", *PRINT_PROTOCOL)
     assert negotiate(srv, None) == (None, "unset")
@@ -55,6 +58,7 @@ def test_off_by_default_a_requested_protocol_is_not_chosen(server):
     assert negotiate(srv, ["chat"]) == (None, "unset")
 
 
+@pytest.mark.slow
 def test_protocols_in_repeated_headers_count_in_the_order_sent(server):
     srv = server("--subprotocol=chat", "--subprotocol=json", *PRINT_PROTOCOL)
     reply = raw_upgrade(srv.port, headers=b"Sec-WebSocket-Protocol: mqtt, json\r\n"
@@ -64,6 +68,7 @@ def test_protocols_in_repeated_headers_count_in_the_order_sent(server):
     assert reply.messages == ["json"]
 
 
+@pytest.mark.slow
 def test_a_name_that_is_not_a_token_is_a_usage_error():
     for bad in ("two words", "a,b", ""):
         result = subprocess.run(
