@@ -1,6 +1,7 @@
 """One connection, one process: the line rules, binary mode, limits, close codes (SPEC §2–3)."""
 
 import os
+import json
 import socket
 import struct
 import sys
@@ -11,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from helpers import (children_of, descendants, echo_through_binary_cat, process_state,
-                     raw_handshake, read_until_eof, receive_all, wait_for)
+                     raw_handshake, read_until_eof, receive_all, request, wait_for)
 
 PY = sys.executable
 
@@ -391,6 +392,29 @@ def test_pingms_closes_a_client_that_never_answers(server):
     assert b"\x89\x00" in data, "the server sent no ping"
     assert 0.15 < elapsed < 5
     srv.wait_log(r"DISCONNECT")
+
+
+def test_pingms_closes_a_client_that_sends_but_never_reads(server):
+    """Its data is no answer to the pings: only pongs are, and it never reads them."""
+    srv = server("--pingms=100", "--status-path=/_status", "cat")
+    sock, head, _ = raw_handshake(srv.port)
+    assert head.startswith("HTTP/1.1 101")
+    frame = bytes([0x81, 0x84]) + b"\0\0\0\0" + b"data"  # masked with zeros
+    sock.settimeout(0.02)
+    closed = False
+    deadline = time.monotonic() + 10
+    while not closed and time.monotonic() < deadline:
+        try:
+            sock.sendall(frame)
+            time.sleep(0.01)
+        except (socket.timeout, OSError):
+            closed = True  # its window is full, or the server cut it
+        if srv.lines and any("no answer to pings" in line for line in srv.lines):
+            closed = True
+    sock.close()
+    srv.wait_log(r"no answer to pings: closing")
+    srv.wait_log(r"DISCONNECT")
+    assert json.loads(request(srv.port, "GET", "/_status")[2])["session_count"] == 0
 
 
 @pytest.mark.slow

@@ -3,7 +3,10 @@
 Every session is looked at every half interval: a program that has printed
 nothing `hint_after` seconds after it started gets the buffering hint in the
 log, once; with --pingms every client gets a ping each interval, and one
-that has not been heard for two intervals is closed with 1008. Sending never
+that has left a ping unanswered by a pong for two intervals (or whose
+receive window stayed full that long) is closed with 1008. Data from the
+client does not count: a client that sends but never reads would otherwise
+hold its session for good. Sending never
 blocks this thread (`WebSocketEndpoint.ping`, `close_or_abort`): one client
 that does not read cannot delay the others' pings.
 """
@@ -56,8 +59,8 @@ class Watchdog:
 def _ping(session, deadline):
     client = session.client
     if session.waiting_for_program:  # not reading the client: not its fault
-        client.last_heard = time.monotonic()
-    elif client.last_heard < deadline:
+        client.unanswered_since = None
+    elif client.unanswered_since is not None and client.unanswered_since < deadline:
         session.log.info("session", "no answer to pings: closing")
         client.close_or_abort(protocol.POLICY_VIOLATION, "ping timeout", timeout=0.1)
         client.abort()

@@ -112,7 +112,7 @@ class WebSocketEndpoint:
     def __init__(self, sock, connection, early=b""):
         self.sock = sock
         self.connection = connection
-        self.last_heard = time.monotonic()
+        self.unanswered_since = None  # --pingms: when the oldest ping not yet ponged went out
         self._early = early
         self._send_lock = threading.Lock()
         self._receive_size = ReadSize(RECEIVE_BYTES)
@@ -147,6 +147,8 @@ class WebSocketEndpoint:
                 fragments.append(event[1:])
             elif kind is protocol.PING:
                 self._send(self.connection.pong, event[1])
+            elif kind is protocol.PONG:
+                self.unanswered_since = None  # only a pong answers our pings
             elif kind is protocol.CLOSE or kind is protocol.FAIL:
                 # A client's close is answered at once with its code, a protocol error
                 # with the code it calls for; our own close being answered needs nothing.
@@ -165,7 +167,6 @@ class WebSocketEndpoint:
             return None
         if not data:
             return None
-        self.last_heard = time.monotonic()
         self._receive_size.after(len(data))
         return data
 
@@ -178,15 +179,23 @@ class WebSocketEndpoint:
             return data is not None and self._sendall(data)
 
     def ping(self):
-        """Send a ping if it goes out at once; skipped while a send is under way or the
-        client's receive window is full (the watchdog must never block)."""
-        if not self._send_lock.acquire(blocking=False):
-            return
-        try:
-            if _writable_now(self.sock):
+        """Send a ping if it goes out at once (the watchdog must never block).
+
+        It waits for nothing: while another send is under way the ping is
+        skipped, and while the client's receive window is full it cannot go
+        out; that counts as a ping unanswered (`unanswered_since`), since a
+        client that does not read will not read our pings either.
+        """
+        window_open = _writable_now(self.sock)
+        if window_open and self._send_lock.acquire(blocking=False):
+            try:
                 self._sendall(self.connection.ping())
-        finally:
-            self._send_lock.release()
+            finally:
+                self._send_lock.release()
+        elif window_open:
+            return  # a send is under way and the client takes it: try again next time
+        if self.unanswered_since is None:
+            self.unanswered_since = time.monotonic()
 
     def close(self, code=protocol.NORMAL_CLOSURE, reason=""):
         """Send our close frame unless one was sent (waits for a send under way)."""
