@@ -5,6 +5,7 @@ sending: a few clients that send a large body and then trickle held the
 server's memory for as long as they liked.
 """
 
+import os
 import socket
 import struct
 import sys
@@ -12,7 +13,7 @@ import threading
 
 import pytest
 
-from helpers import wait_for
+from helpers import rss_kib, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")]
@@ -20,16 +21,7 @@ pytestmark = [pytest.mark.slow,
 MIB = 1024 * 1024
 
 
-def rss(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def fds(pid):
-    import os
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
@@ -60,7 +52,7 @@ def send_then_stall(port, results):
 
 def test_clients_that_send_a_body_and_stall_hold_no_memory(server):
     srv = server("cat")
-    before = rss(srv.proc.pid)
+    before = rss_kib(srv.proc.pid)
     results = []
     clients = [threading.Thread(target=send_then_stall, args=(srv.port, results))
                for _ in range(10)]
@@ -69,7 +61,7 @@ def test_clients_that_send_a_body_and_stall_hold_no_memory(server):
     for client in clients:
         client.join(30)
     assert results == [True] * 10  # every one answered, and closed by the server
-    assert rss(srv.proc.pid) - before < 30 * MIB
+    assert rss_kib(srv.proc.pid) - before < 30 * 1024  # KiB
 
 
 def test_clients_that_reset_during_the_drain_leave_no_descriptor(server):
