@@ -131,12 +131,18 @@ _WHAT_SERVE_CHANGES = """
 import _thread, json, os, signal, sys, threading, websocketd_py
 from websockets.sync.client import connect
 
+def cpus_of(task):
+    try:
+        return tuple(sorted(os.sched_getaffinity(int(task))))
+    except ProcessLookupError:  # the thread ended between the listing and the question
+        return None
+
 def state():
-    tasks = sorted(os.listdir("/proc/self/task"))
+    cpus = {cpus_of(t) for t in os.listdir("/proc/self/task")} - {None}
     return {"handlers": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM,
                                                               signal.SIGHUP)],
             "interval": sys.getswitchinterval(), "threads": len(threading.enumerate()),
-            "cpus": sorted({tuple(sorted(os.sched_getaffinity(int(t)))) for t in tasks})}
+            "cpus": sorted(cpus)}
 
 before = state()
 server = websocketd_py.make_server("cat", port=0, address="127.0.0.1")
