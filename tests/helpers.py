@@ -117,11 +117,23 @@ _PARAMETER_SET = type(pytest.param(None))
 # -- a running server ----------------------------------------------------------------------
 
 
-class Server:
-    """A running websocketd-py and everything it logs."""
+#: The command line's `serve` with shorter `session.Timings`: argv[1] is their JSON.
+_SERVE_WITH_TIMINGS = """
+import json, sys
+from websocketd_py import cli
+from websocketd_py.session import Timings
+sys.exit(cli.serve(cli.parse_args(sys.argv[2:]), Timings(**json.loads(sys.argv[1]))))
+"""
 
-    def __init__(self, args, cwd=None, env=None, port_flag=True, preexec_fn=None):
+
+class Server:
+    """A running websocketd-py and everything it logs. `timings`: a dict of `session.Timings`
+    fields, for tests that would otherwise wait out the real ones."""
+
+    def __init__(self, args, cwd=None, env=None, port_flag=True, preexec_fn=None, timings=None):
         command = [sys.executable, "-m", "websocketd_py"]
+        if timings:
+            command = [sys.executable, "-c", _SERVE_WITH_TIMINGS, json.dumps(timings)]
         if port_flag:
             command += ["--port=0", "--address=127.0.0.1"]
         self._start(command + list(args), cwd=cwd, env=env, preexec_fn=preexec_fn)

@@ -446,22 +446,24 @@ def test_sigterm_and_sigint_end_every_session_and_exit_0(server):
             ws.close()
 
 
-@pytest.mark.slow
+#: The buffering hint after 0.2 s of silence instead of 3 s.
+SHORT_HINT = {"hint_after": 0.2}
+
+
 def test_a_silent_program_gets_one_buffering_hint_in_the_log(server):
-    srv = server("sh", "-c", "sleep 30")
+    srv = server("sh", "-c", "sleep 30", timings=SHORT_HINT)
     with connect(srv.url()):
         srv.wait_log(r"\| INFO   \| session    \| .* \| no output from the program yet: .*flush")
-        with pytest.raises(pytest.fail.Exception):
-            srv.wait_log(r"no output from the program yet", count=2, timeout=4)
+        with pytest.raises(pytest.fail.Exception):  # five more hint delays: still one
+            srv.wait_log(r"no output from the program yet", count=2, timeout=1)
 
 
-@pytest.mark.slow
 def test_a_program_that_prints_gets_no_buffering_hint(server):
-    srv = server("sh", "-c", "echo hello; sleep 30")
+    srv = server("sh", "-c", "echo hello; sleep 30", timings=SHORT_HINT)
     with connect(srv.url()) as ws:
         assert ws.recv(timeout=10) == "hello"
-        with pytest.raises(pytest.fail.Exception):
-            srv.wait_log(r"no output from the program yet", timeout=4)
+        with pytest.raises(pytest.fail.Exception):  # five hint delays
+            srv.wait_log(r"no output from the program yet", timeout=1)
 
 
 @pytest.mark.slow

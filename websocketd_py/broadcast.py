@@ -6,7 +6,7 @@ of one `process.ProcessEndpoint`. Its supervisor thread starts the process
 `output()`, framed ONCE, and appends the bytes to every client's queue; it
 never sends, so a slow client cannot stall the others. When the process
 exits while clients are connected (or always, in eager mode) it starts a new
-one, at most one start per RESTART_DELAY; the clients stay connected and get
+one, at most one start per `restart_delay` (a second); the clients stay connected and get
 the new process's lines. When the last client leaves (lazy mode) the process
 is stopped on the --closems schedule; a later client starts a fresh one. A
 client joins between two messages and gets the lines printed from then on,
@@ -29,8 +29,6 @@ import time
 from . import framing, proctree, protocol
 from .process import ProcessEndpoint
 
-#: Least time between two starts of a program that exits on its own: a crashing one must not spin.
-RESTART_DELAY = 1.0
 #: How long a 1008 close frame may wait behind a send under way before the connection is cut.
 CLOSE_SEND_TIMEOUT = 1.0
 #: After the process ended, how long its stderr's last lines are waited for.
@@ -40,11 +38,12 @@ STDERR_GRACE = 0.5
 class Hubs:
     """The hubs of one app, one per endpoint argv, made at an endpoint's first client."""
 
-    def __init__(self, config, log, environment_for, stderr_followers):
+    def __init__(self, config, log, environment_for, stderr_followers, restart_delay):
         self._config = config
         self._log = log
         self._environment_for = environment_for  # Endpoint -> the shared process's environment
         self._stderr = stderr_followers
+        self._restart_delay = restart_delay      # a crashing program must not spin
         self._hubs = {}                           # argv: Hub
         self._all = ()                            # the same hubs, replaced on each addition
         self._lock = threading.Lock()
@@ -54,7 +53,7 @@ class Hubs:
             hub = self._hubs.get(endpoint.argv)
             if hub is None:
                 hub = Hub(endpoint, self._config, self._log, self._environment_for,
-                          self._stderr)
+                          self._stderr, self._restart_delay)
                 self._hubs[endpoint.argv] = hub
                 self._all = self._all + (hub,)
             return hub
@@ -88,7 +87,7 @@ class Hub:
     the supervisor reads it without the lock), the current process and the flags.
     """
 
-    def __init__(self, endpoint, config, log, environment_for, stderr_followers):
+    def __init__(self, endpoint, config, log, environment_for, stderr_followers, restart_delay):
         self.endpoint = endpoint
         self.process = None             # the running ProcessEndpoint, None between two
         self._process_log = None        # the log with its id and pid
@@ -96,6 +95,7 @@ class Hub:
         self._log = log.context(command=endpoint.argv[0])
         self._environment_for = environment_for
         self._stderr = stderr_followers
+        self._restart_delay = restart_delay
         self._lock = threading.Condition()
         self._subscribers = frozenset()
         self._eager = False             # keep a process running even without clients
@@ -196,7 +196,7 @@ class Hub:
                     return
                 process = self._start()
             if process is None:
-                restart_at = time.monotonic() + RESTART_DELAY
+                restart_at = time.monotonic() + self._restart_delay
                 continue
             started = time.monotonic()
             try:
@@ -209,7 +209,7 @@ class Hub:
                 planned = self._stop_requested
                 clients = len(self._subscribers)
             if not planned and self._wanted():
-                restart_at = started + RESTART_DELAY
+                restart_at = started + self._restart_delay
                 self._process_log.info("broadcast", f"the program ended with {clients} "
                                                     "client(s) connected: starting it again")
 

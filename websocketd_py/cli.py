@@ -161,15 +161,16 @@ def main(argv=None):
     sys.exit(serve(outcome))
 
 
-def serve(config):
+def serve(config, timings=None):
     """Serve as the command: process-wide tuning and signal handlers (`tuning`) for as long
     as it serves. The first Ctrl-C or SIGTERM asks for a clean shutdown; a second one kills
-    every program and exits at once. The exit status."""
+    every program and exits at once. The exit status. `timings`: see `server.make_server`."""
     from .server import ListenError, make_server
+    from .session import Timings
     signals = _Signals()
     with tuning.for_the_command_line(signals.received):  # before any thread starts
         try:
-            server = make_server(config)
+            server = make_server(config, timings=timings or Timings())
         except ListenError as error:
             sys.stderr.write(f"websocketd-py: {error}\n")
             return 1

@@ -27,7 +27,7 @@ from .refused import Refused
 from .registry import ForkSlots
 from .session import Sessions, Timings
 from .threads import Pool
-from .watchdog import HINT_AFTER, Watchdog
+from .watchdog import Watchdog
 
 #: websocketd's answer (Go's http.NotFound) where nothing serves a plain request.
 NOT_FOUND = "404 page not found"
@@ -41,14 +41,14 @@ class WebsocketdApp:
     """The WSGI application behind every listener; `close()` ends the threads it started."""
 
     def __init__(self, config, log, static_app=None, devconsole_page=None, cgi_scripts=None,
-                 basic_auth=None, timings=Timings(), hint_after=HINT_AFTER):
+                 basic_auth=None, timings=Timings()):
         self.config = config
         self.log = log
         self.forks = ForkSlots(config.maxforks)
         self.threads = Pool()  # the sessions' writers, and the request threads of our server
         self.sessions = Sessions(config, self.threads, timings)
         self.hubs = broadcast.Hubs(config, log, self.shared_environment,
-                                   self.sessions.stderr)  # --broadcast
+                                   self.sessions.stderr, timings.restart_delay)  # --broadcast
         self.started = time.monotonic()
         self.basic_auth = basic_auth  # an `auth.BasicAuth` with --basic-auth(-file)
         self.static_app = static_app
@@ -57,7 +57,8 @@ class WebsocketdApp:
         #: --header and --header-http: on every response but the 101.
         self.http_headers = list(config.headers + config.headers_http)
         self.closing = False  # set at shutdown: no new sessions
-        self.watchdog = Watchdog(self.sessions.running, config.pingms / 1000.0, hint_after)
+        self.watchdog = Watchdog(self.sessions.running, config.pingms / 1000.0,
+                                 timings.hint_after)
 
     def __call__(self, environ, start_response):
         """WSGI entry: `wsgi_app`, which middleware may replace (see `server.build_app`)."""

@@ -25,6 +25,7 @@ from . import __version__, auth, environment, listening, tls, unixsocket
 from .log import Log
 from .redirect import RedirectApp
 from .routing import WebsocketdApp
+from .session import Timings
 from .websocket import TAKEN_OVER_ENDS_CONNECTION
 
 #: Seconds a client has to send its request line and headers, once it has sent a first byte.
@@ -582,7 +583,7 @@ def startup_lines(config, listeners):
     return [f"{label}: {value}" for label, value in lines]
 
 
-def build_app(config, log):
+def build_app(config, log, timings=Timings()):
     """The WSGI app, with the plain-HTTP parts, authentication and proxy trust the flags ask for.
 
     --trusted-proxy wraps `wsgi_app` only (Flask's idiom), so the object
@@ -596,7 +597,7 @@ def build_app(config, log):
         from .devconsole import page
         devconsole_page = page()
     app = WebsocketdApp(config, log, static_app, devconsole_page,
-                        basic_auth=config.users)
+                        basic_auth=config.users, timings=timings)
     if config.cgidir:
         from .cgi import CgiScripts
         app.cgi_scripts = CgiScripts(config.cgidir, config, log, app.sessions.stderr)
@@ -673,11 +674,11 @@ class WebsocketdServer:
         self._stopped.set()
 
 
-def make_server(config, log=None):
+def make_server(config, log=None, timings=Timings()):
     """A `WebsocketdServer` for a validated `Config`, its listeners open; ListenError if one
-    cannot be."""
+    cannot be. `timings` (`session.Timings`) are for tests that need shorter waits."""
     log = log or Log(config.loglevel)
-    app = build_app(config, log)
+    app = build_app(config, log, timings)
     try:
         listeners = open_listeners(config, app, log)
     except ListenError:

@@ -44,11 +44,13 @@ WHOLE_MESSAGE_BYTES = protocol.WHOLE_FRAME_LIMIT
 
 @dataclasses.dataclass(frozen=True)
 class Timings:
-    """How long a session waits for things; parameters so tests need not wait them out."""
+    """How long the server waits for things; parameters so tests need not wait them out."""
 
     close_reply: float = 2.0      # for the client to answer our close frame, then cut
     orphan_pipe_grace: float = 0.5  # after the program exits, for strays to let go of its pipes
     linger: float = 1.0           # at the very end, for the client's last bytes
+    hint_after: float = 3.0       # of silence from a new program before the buffering hint
+    restart_delay: float = 1.0    # --broadcast: least time between two starts of the program
 
 
 class Sessions:

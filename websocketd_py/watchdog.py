@@ -16,8 +16,6 @@ import time
 
 from . import protocol
 
-#: Seconds of silence from a running program before the log suggests it may be buffering.
-HINT_AFTER = 3.0
 BUFFERING_HINT = (
     "no output from the program yet: if it has printed something, it is probably waiting in "
     "a buffer (stdout is a pipe, not a terminal). Flush after each line: Python print(..., "
@@ -28,7 +26,7 @@ BUFFERING_HINT = (
 class Watchdog:
     """Watches `running` (a `session.Running` of `Session`s) until `close()`."""
 
-    def __init__(self, running, ping_interval=0.0, hint_after=HINT_AFTER):
+    def __init__(self, running, ping_interval, hint_after):
         self._running = running
         self._ping_interval = ping_interval
         self._hint_after = hint_after
