@@ -9,12 +9,13 @@ import http.client
 import os
 import signal
 import socket
+import struct
 import threading
 
 import pytest
 from websockets.sync.client import connect
 
-from helpers import (children_of, env_of, parametrize_fast_first, request, script,
+from helpers import (children_of, env_of, parametrize_fast_first, read_until_eof, request, script,
                      start_on_free_port, wait_for, wait_for_no_leftovers)
 
 OK_HEADERS = r"printf 'Content-Type: text/plain\r\n\r\n'"
@@ -248,14 +249,21 @@ def test_maxforks_counts_cgi_scripts_and_sessions(server, cgi):
     with pytest.raises(Exception, match="429"):
         connect(f"ws://127.0.0.1:{srv.port}/", open_timeout=10)
     assert len(children_of(srv.proc.pid)) == 1
-    held.close()  # the client leaves: the script is stopped, the slot comes back
+    reset(held)  # the client leaves: the script is stopped, the slot comes back
     wait_for(lambda: request(srv.port, "GET", "/quick.sh")[0] == 200,
              message="the slot to come back")
 
 
+def reset(sock):
+    """Close `sock` with a reset (RST), as a client that is gone for good."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
 @parametrize_fast_first("before_headers", [False, True], ids=["after-headers", "silent"])
-def test_client_going_away_stops_the_script(server, cgi, before_headers):
-    """A script that would run for ever is stopped (and reaped) once its client has left."""
+def test_a_client_that_resets_stops_the_script(server, cgi, before_headers):
+    """A silent script that would run for ever is stopped (and reaped) once its client's
+    connection is reset."""
     body = "echo started >&2; exec sleep 1000" if before_headers else \
         OK_HEADERS + "\necho started; exec sleep 1000"
     script(cgi, "forever.sh", body + "\n")
@@ -267,9 +275,36 @@ def test_client_going_away_stops_the_script(server, cgi, before_headers):
     else:
         sock = hold_open(srv.port, "/forever.sh")
     assert len(children_of(srv.proc.pid)) == 1
-    sock.close()
+    reset(sock)
     srv.wait_log(r"client went away")
     wait_for(lambda: children_of(srv.proc.pid) == [], message="the script to be reaped")
+
+
+def test_a_client_that_closes_stops_a_script_at_its_next_write(server, cgi):
+    script(cgi, "ticks.sh", OK_HEADERS + "\necho started\n"
+                            "while true; do echo tick; sleep 0.05; done\n")
+    srv = cgi_server(server, cgi)
+    sock = hold_open(srv.port, "/ticks.sh")
+    sock.close()
+    wait_for(lambda: children_of(srv.proc.pid) == [], message="the script to be reaped")
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_whole_answer(server, cgi,
+                                                                           tmp_path):
+    """websocketd answers `GET` + shutdown(SHUT_WR): a FIN is not a client that left."""
+    go = tmp_path / "go"
+    script(cgi, "late.sh", f"echo started >&2\nwhile [ ! -e {go} ]; do sleep 0.02; done\n"
+                           + OK_HEADERS + "\necho hello\n")
+    srv = cgi_server(server, cgi)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as sock:
+        sock.sendall(b"GET /late.sh HTTP/1.0\r\nHost: x\r\n\r\n")
+        srv.wait_log(r"stderr .*\| started$")
+        sock.shutdown(socket.SHUT_WR)
+        go.touch()
+        response = read_until_eof(sock)
+    assert response.startswith(b"HTTP/1.0 200") and response.endswith(b"\r\n\r\nhello\n"), response
+    assert b"Transfer-Encoding" not in response  # an HTTP/1.0 client cannot read chunks
+    assert not any("went away" in line for line in srv.lines)
 
 
 @pytest.mark.slow

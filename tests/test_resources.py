@@ -1,9 +1,11 @@
-"""A session whose threads cannot start: nothing left running, one log line, no HTTP in the stream.
+"""A session or CGI request whose threads cannot start: nothing left running, one log line,
+no HTTP in a WebSocket stream.
 
 The server runs under an address-space limit (RLIMIT_AS, set on the running
 server with prlimit) that leaves room for the request's thread but not for
-the session's writer thread: the program has started by then, and must be
-ended, its slot given back, and the client told with a close frame.
+the session's writer thread or the CGI script's threads: the program has
+started by then, and must be ended, its slot given back, and the client told
+(a close frame; a 500 for CGI).
 """
 
 import base64
@@ -15,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from helpers import read_until_eof
+from helpers import read_until_eof, request, script
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, prlimit")
 
@@ -45,17 +47,21 @@ def status(srv):
         return json.load(reply)
 
 
+def one_thread_only(pid):
+    """Limit `pid`'s address space to room for one more thread's stack (8 MiB) and a
+    little, not for a second one; the old limit, to put back."""
+    old = resource.prlimit(pid, resource.RLIMIT_AS)
+    resource.prlimit(pid, resource.RLIMIT_AS, (vm_size(pid) + 12 * MIB, old[1]))
+    return old
+
+
 def test_a_session_whose_writer_thread_cannot_start_ends_its_program(server):
     srv = server("--status-path=/_status", "cat")
-    srv.wait_log("Starting WebSocket server")
-    pid = srv.proc.pid
-    old = resource.prlimit(pid, resource.RLIMIT_AS)
-    # room for the request's thread stack (8 MiB) and a little more, not for a second one
-    resource.prlimit(pid, resource.RLIMIT_AS, (vm_size(pid) + 12 * MIB, old[1]))
+    old = one_thread_only(srv.proc.pid)
     try:
         received = upgrade(srv.port)
     finally:
-        resource.prlimit(pid, resource.RLIMIT_AS, old)
+        resource.prlimit(srv.proc.pid, resource.RLIMIT_AS, old)
     head, _, stream = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
     assert b"HTTP/1.1" not in stream  # no error page in the WebSocket stream
@@ -65,3 +71,18 @@ def test_a_session_whose_writer_thread_cannot_start_ends_its_program(server):
     assert srv.session_pids() == []
     report = status(srv)
     assert (report["forks_in_use"], report["session_count"]) == (0, 0)
+
+
+def test_a_cgi_script_whose_threads_cannot_start_is_ended_and_its_slot_given_back(server,
+                                                                                tmp_path):
+    script(tmp_path, "slow.sh", "sleep 30\n")
+    srv = server("--status-path=/_status", f"--cgidir={tmp_path}", "--maxforks=1", "cat")
+    old = one_thread_only(srv.proc.pid)
+    try:
+        status_code, _, body = request(srv.port, "GET", "/slow.sh")
+    finally:
+        resource.prlimit(srv.proc.pid, resource.RLIMIT_AS, old)
+    assert status_code == 500, body
+    srv.wait_log(r"cannot run the CGI script: can't start new thread")
+    assert srv.session_pids() == []
+    assert status(srv)["forks_in_use"] == 0

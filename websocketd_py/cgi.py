@@ -90,9 +90,13 @@ class CgiScripts:
         log = log.with_fields(pid=process.pid)
         log.access("http", "CGI")
         self.running.add(process)
-        run = _Run(process, slot, log, self.stderr.follow(process.stderr_fd, log),
-                   environ.get("werkzeug.socket"), self.running)
-        run.feed(environ["wsgi.input"], body_length)
+        run = _Run(process, slot, log, environ.get("werkzeug.socket"), self.running)
+        try:
+            run.start(self.stderr, environ["wsgi.input"], body_length)
+        except RuntimeError as error:  # no thread could start: out of threads or memory
+            log.error("cgi", f"cannot run the CGI script: {error}")
+            run.finish()
+            raise Refused(500, "Internal Server Error: the CGI script could not be run")
         return run.response(environ, start_response)
 
     def stop_all(self):
@@ -179,17 +183,23 @@ def parse_head(block):
 class _Run:
     """One script run: feeds it the body, logs its stderr, turns its stdout into the response."""
 
-    def __init__(self, process, slot, log, stderr, sock, running):
+    def __init__(self, process, slot, log, sock, running):
         self.process = process
         self.slot = slot
         self.running = running
         self.log = log
-        self.stderr = stderr              # its `stderr.StderrFollowers` follower
         self.sock = sock                  # the client's socket, watched for a hang-up
+        self.stderr = None                # its `stderr.StderrFollowers` follower
         self.feeder = None
-        threading.Thread(target=process.popen.wait, name="cgi-wait", daemon=True).start()
 
-    def feed(self, stream, length):
+    def start(self, stderr_followers, stream, length):
+        """Follow stderr, reap at exit, feed the request body: the threads (RuntimeError if
+        one cannot start; `finish()` then undoes the rest)."""
+        self.stderr = stderr_followers.follow(self.process.stderr_fd, self.log)
+        _start(self.process.popen.wait, "cgi-wait")
+        self._feed_body(stream, length)
+
+    def _feed_body(self, stream, length):
         """Copy the request body to stdin in a thread, then close stdin (EOF for the script)."""
         if length == 0:
             self.process.close_stdin()
@@ -231,7 +241,7 @@ class _Run:
             if exit_status != 0:
                 self.log.error("cgi", f"the script ended with {proctree.describe_exit(exit_status)}")
         finally:
-            self._finish()
+            self.finish()
 
     def _read_head(self):
         """(status, headers, first body bytes) from stdout; ScriptError if it is no CGI response."""
@@ -279,7 +289,7 @@ class _Run:
         except OSError:
             return b""
 
-    def _finish(self):
+    def finish(self):
         """Stop and reap the script, let the threads end, give the slot back."""
         self.process.terminate()
         if self.feeder is not None:
@@ -290,7 +300,7 @@ class _Run:
                 except OSError:
                     pass
                 self.feeder.join()
-        if self.stderr.wait(STDERR_GRACE) or self.stderr.abandon():
+        if self.stderr is None or self.stderr.wait(STDERR_GRACE) or self.stderr.abandon():
             self.process.close_pipes()  # else a thread still reads stderr: close stdout alone
         else:
             self.process.popen.stdout.close()
@@ -310,5 +320,9 @@ def _wait_writable(fd):
 
 
 def _client_left_first(fd, sock):
-    """Block until stdout has data (False) or the client hung up (True)."""
-    return not proctree.wait_pipe(fd, writable=False, sock=sock)
+    """Block until stdout has data (False) or the client's connection was reset (True).
+
+    A FIN is not leaving: a client may half-close after its request and still
+    read the response (websocketd answers it). A client that closed for good
+    is noticed at the first write that fails."""
+    return not proctree.wait_pipe(fd, writable=False, sock=sock, fin_is_leaving=False)

@@ -23,22 +23,27 @@ def prepare_stdin(fd):
         os.set_blocking(fd, False)
 
 
-def wait_pipe(fd, writable, sock=None):
+def wait_pipe(fd, writable, sock=None, fin_is_leaving=True):
     """Block until pipe `fd` can be written (`writable`) or read: True; or until the
     peer of `sock`, if given, has hung up: False (checked first).
 
-    Only where CAN_WATCH_HANGUP. A process that stops reading stdin blocks the
-    session's reader, which then reads no more from the client; without this,
-    a client that leaves in that state would go unnoticed until the process exits.
+    Hung up means reset, or with `fin_is_leaving` also a FIN (the peer's end
+    of sending: a WebSocket client that leaves; for plain HTTP it may be a
+    client that half-closes and still reads the response). Only where
+    CAN_WATCH_HANGUP. A process that stops reading stdin blocks the session's
+    reader, which then reads no more from the client; without this, a client
+    that leaves in that state would go unnoticed until the process exits.
     """
     poller = select.poll()
     poller.register(fd, select.POLLOUT if writable else select.POLLIN)
+    hung_up = select.POLLHUP | select.POLLERR  # reported whatever is registered
     if sock is not None:
-        poller.register(sock, select.POLLRDHUP)
+        poller.register(sock, select.POLLRDHUP if fin_is_leaving else 0)
+        if fin_is_leaving:
+            hung_up |= select.POLLRDHUP
     while True:
         events = dict(poller.poll())
-        if sock is not None and events.get(sock.fileno(), 0) & (
-                select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+        if sock is not None and events.get(sock.fileno(), 0) & hung_up:
             return False
         if fd in events:
             return True

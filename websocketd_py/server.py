@@ -108,6 +108,13 @@ class RequestHandler(WSGIRequestHandler):
                                          f"error while handling a request: {error!r}",
                                          (("remote", self.client_address[0]),))
 
+    def run_wsgi(self):
+        if self.request_version == "HTTP/1.0":
+            # werkzeug would send a chunked body, which an HTTP/1.0 client cannot read
+            # (RFC 9112 section 6.1); as Go does, answer in HTTP/1.0 and end with the close.
+            self.protocol_version = "HTTP/1.0"
+        super().run_wsgi()
+
     def connection_dropped(self, error, environ=None):
         self.close_connection = True  # also after a WebSocket session took the socket over
 
