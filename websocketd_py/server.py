@@ -408,7 +408,8 @@ class Listener(ThreadedWSGIServer):
     """werkzeug's threaded server on a socket bound by websocketd-py.
 
     An accepted connection waits in the `WaitingRoom` until it sends its first
-    bytes; only then does it get werkzeug's thread.
+    bytes; only then does it get werkzeug's thread. When accept() fails for
+    lack of file descriptors, the loop pauses (`listening.AcceptPause`).
     With `tls_context`, the TLS handshake runs in `finish_request`, in the
     connection's own thread, and not inside accept() as werkzeug's own
     `ssl_context` would run it (there one silent client stalls everyone).
@@ -430,6 +431,7 @@ class Listener(ThreadedWSGIServer):
         self.tls_context = tls_context
         self.unix_file = unix_file  # only now: werkzeug's __init__ calls server_close()
         self.waiting_room = WaitingRoom(self._start_handler)
+        self.accept_pause = listening.AcceptPause(log)
 
     def log(self, type, message, *args):
         """werkzeug's own reports (an exception in the app, a 500) go to the websocketd log."""
@@ -441,6 +443,22 @@ class Listener(ThreadedWSGIServer):
         if self.unix_file:
             return f"{scheme}+unix://{self.shown_host}"
         return f"{scheme}://{self.shown_host}:{self.port}/"
+
+    def get_request(self):
+        """accept(), with a pause after a failure for lack of file descriptors (see
+        `listening.AcceptPause`): socketserver would call it again at once, and spin."""
+        try:
+            accepted = super().get_request()
+        except OSError as error:
+            self.accept_pause.after_failure(error)
+            raise
+        self.accept_pause.after_success()
+        return accepted
+
+    def shutdown(self):
+        """Stop serve_forever, without waiting out a pause of the accept loop."""
+        self.accept_pause.stop()
+        super().shutdown()
 
     def process_request(self, request, client_address):
         """A new connection waits in the waiting room; its thread starts when it speaks."""
