@@ -177,7 +177,7 @@ def test_unusable_tls_files_give_one_clear_line(ca, tmp_path, case, expected):
     if len(flags) == 3:
         args.append(f"--sslca={flags[2]}")
     status, stderr = start_failure(*args)
-    assert status == 2
+    assert status == 1
     assert len(stderr) == 1 and stderr[0].startswith("websocketd-py: ") and expected in stderr[0]
 
 
@@ -197,5 +197,5 @@ def test_ssl_without_a_tcp_listener_is_a_usage_error(ca, tls_flags, tmp_path):
     result = subprocess.run([sys.executable, "-m", "websocketd_py", *tls_flags,
                              f"--unixsocket={tmp_path / 'ws.sock'}", "cat"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "--ssl needs a TCP listener" in result.stderr

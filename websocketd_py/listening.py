@@ -23,6 +23,13 @@ LONGEST_PAUSE = 1.0
 #: Seconds between two log lines about running out of files, however often it happens.
 REPORT_INTERVAL = 60.0
 
+def os_wording(error):
+    """An OSError's reason as Go words it: the OS's text, lowercase first (`address already
+    in use`)."""
+    text = error.strerror or str(error)
+    return text[:1].lower() + text[1:]
+
+
 def listening_socket(host, port):
     """A bound, listening TCP socket; `host` None means every interface, IPv4 and IPv6.
 
