@@ -58,6 +58,7 @@ OR TORT (INCLUDING NEGLIGENCE OR OTHERWISE) ARISING IN ANY WAY OUT OF THE USE
 OF THIS SOFTWARE, EVEN IF ADVISED OF THE POSSIBILITY OF SUCH DAMAGE.
 """
 
+
 class FlagSyntaxError(UsageError):
     """A command line Go's flag package cannot parse: an unknown flag, a missing or
     malformed value (websocketd's exit status 2)."""
