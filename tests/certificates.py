@@ -57,6 +57,18 @@ class Authority:
         return (self._write(f"{stem}.crt", self._cert_pem(certificate)),
                 self._write(f"{stem}.key", key_pem))
 
+    def issue_nameless(self, stem):
+        """Write `stem`.crt and `stem`.key for a client certificate signed by this CA but
+        with an empty subject and issuer: OpenSSL takes it for a self-signed one."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        nobody = x509.Name([])
+        certificate = _builder(nobody, nobody, key.public_key()).sign(self.key, hashes.SHA256())
+        key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        return (self._write(f"{stem}.crt", self._cert_pem(certificate)),
+                self._write(f"{stem}.key", key_pem))
+
     @staticmethod
     def _cert_pem(certificate):
         return certificate.public_bytes(serialization.Encoding.PEM)

@@ -113,16 +113,21 @@ def test_serve_stops_on_ctrl_c(python_program):
     program.wait_log(r"SIGINT received: shutting down")
 
 
-def test_serve_returns_1_when_the_port_is_taken(python_program):
+def test_serve_returns_3_when_the_port_is_taken_and_says_so_as_the_command_line(
+        python_program):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         program = python_program("-c", serve_code("'cat'", f"port={port}",
                                                   "address='127.0.0.1'"), wait=False)
-        assert program.proc.wait(30) == 1
+        assert program.proc.wait(30) == 3
     program.stop()
-    assert f"cannot listen on 127.0.0.1:{port}" in program.log_text()
+    program.wait_log(rf"\| FATAL  \| server     \|  \| Can't start server: listen tcp "
+                     rf"127\.0\.0\.1:{port}: bind: address already in use$")
+    assert program.stderr_lines == [
+        f"websocketd-py: cannot listen on 127.0.0.1:{port}: Address already in use (another "
+        "program uses this port: stop it or choose another --port)"]
 
 
 #: Serves one session in the main thread until a KeyboardInterrupt (Ctrl-C) sent by the
@@ -298,3 +303,11 @@ def test_options_are_checked_like_flags(options, error):
 def test_a_missing_command_has_the_command_line_message():
     with pytest.raises(ValueError, match="no-such-program-here not found"):
         websocketd_py.WebSocketApp(["no-such-program-here", "arg"])
+
+
+def test_serve_refuses_what_the_command_line_refuses_before_listening(tmp_path):
+    """What the command line ends with exit status 4 (and 1) raises ValueError here."""
+    with pytest.raises(ValueError, match="--devconsole cannot be used with --cgidir"):
+        websocketd_py.serve("cat", port=0, devconsole=True, cgidir=str(tmp_path))
+    with pytest.raises(ValueError, match="is not a directory"):
+        websocketd_py.serve("cat", port=0, staticdir=str(tmp_path / "missing"))

@@ -212,6 +212,6 @@ def test_bad_entries_are_usage_errors_that_never_show_a_password(flags, needle, 
              for f in flags]
     result = subprocess.run([sys.executable, "-m", "websocketd_py", "--port=0", *flags, "cat"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert needle in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert "Secret" not in result.stderr

@@ -44,10 +44,24 @@ def run_cli(*args, cwd=None, executable=None, timeout=15):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def assert_usage_error(result, *needles):
-    """Exit 2, nothing on stdout, one stderr line `websocketd-py: ...` naming the problem."""
-    assert result.returncode == 2, result
-    assert result.stdout == "", "a usage error must print nothing on stdout (no log, no banner)"
+#: Usage errors whose exit status is not websocketd's 1 for a bad setting: Go's flag
+#: package refuses the command line (2), --devconsole with --staticdir or --cgidir (4).
+FLAG_SYNTAX = 2
+DEVCONSOLE_CONFLICT = 4
+#: websocketd's log line for the same conflict, on stdout.
+DEVCONSOLE_FATAL = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} [\d:]{8} [+-]\d{4} \| FATAL  "
+                              r"\| server     \|  \| Invalid parameters: --devconsole cannot be "
+                              r"used with --(staticdir|cgidir)\. Pick one\.\n\Z")
+
+
+def assert_usage_error(result, *needles, status=1):
+    """Exit `status`, one stderr line `websocketd-py: ...` naming the problem, and nothing on
+    stdout but websocketd's FATAL line for a --devconsole conflict."""
+    assert result.returncode == status, result
+    if status == DEVCONSOLE_CONFLICT:
+        assert DEVCONSOLE_FATAL.match(result.stdout), result.stdout
+    else:
+        assert result.stdout == "", "a usage error prints nothing on stdout (no log, no banner)"
     assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, \
         f"expected exactly one line on stderr, got {result.stderr!r}"
     line = result.stderr.rstrip("\n")
@@ -292,15 +306,30 @@ USAGE_ERRORS = [
 ]
 
 
-@parametrize_fast_first("argv, needles", [pytest.param(a, n, id=i) for i, a, n in USAGE_ERRORS])
-def test_usage_error_is_one_line_exit_2_and_starts_nothing(argv, needles, tmp_path):
+def _usage_status(case_id):
+    if case_id == "devconsole-with-staticdir":
+        return DEVCONSOLE_CONFLICT
+    return FLAG_SYNTAX if case_id in _FLAG_SYNTAX_CASES else 1
+
+
+#: The cases Go's flag package itself refuses (so websocketd exits 2).
+_FLAG_SYNTAX_CASES = {"unknown-flag", "unknown-flag-with-value", "unknown-alias",
+                      "bad-flag-syntax", "empty-flag-name", "missing-argument-at-end",
+                      "missing-argument-list-flag", "bad-int", "bad-int-maxforks", "bad-bool",
+                      "empty-bool", "bad-broadcast-backlog"}
+
+
+@parametrize_fast_first("argv, needles, status", [pytest.param(a, n, _usage_status(i), id=i)
+                                                  for i, a, n in USAGE_ERRORS])
+def test_usage_error_is_one_line_with_websocketds_status_and_starts_nothing(argv, needles,
+                                                                            status, tmp_path):
     _script(tmp_path, "runme.sh", 0o755)
     _script(tmp_path, "plain.sh", 0o644)
     (tmp_path / "subdir").mkdir()
     env_path = os.environ.get("PATH", "")
     assert str(tmp_path) not in env_path.split(os.pathsep)
     result = run_cli(*argv, cwd=tmp_path)
-    assert_usage_error(result, *needles)
+    assert_usage_error(result, *needles, status=status)
     # Nothing was started: no child of ours is left running, and no file appeared.
     assert wait_for_no_leftovers() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.sh", "runme.sh", "subdir"]
@@ -335,7 +364,7 @@ def test_usage_error_via_parse_args_raises_usage_error_in_process():
 
 def test_devconsole_with_cgidir_is_refused(tmp_path):
     assert_usage_error(run_cli("--devconsole", f"--cgidir={tmp_path}"), "--devconsole",
-                       "--cgidir")
+                       "--cgidir", status=DEVCONSOLE_CONFLICT)
 
 
 # -- help, version, license ----------------------------------------------------------------
@@ -406,7 +435,7 @@ def test_console_script_and_python_m_behave_the_same():
         via_script, via_module = run_cli(*args, executable=script), run_cli(*args)
         assert via_script.returncode == via_module.returncode == 0
         assert via_script.stdout == via_module.stdout != ""
-    assert_usage_error(run_cli("--nosuch", executable=script), "-nosuch")
+    assert_usage_error(run_cli("--nosuch", executable=script), "-nosuch", status=FLAG_SYNTAX)
 
 
 def test_console_script_serves(server):
@@ -437,20 +466,69 @@ def test_console_script_serves(server):
 # -- start-up ------------------------------------------------------------------------------
 
 
-def test_port_in_use_is_one_line_naming_the_address():
+def test_port_in_use_is_one_line_naming_the_address_and_websocketds_fatal_line():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         result = run_cli(f"--port={port}", "--address=127.0.0.1", "echo", "hi")
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert result.stderr.count("\n") == 1, result.stderr
-    line = result.stderr.rstrip("\n")
-    assert line.startswith("websocketd-py: ")
-    assert f"127.0.0.1:{port}" in line
-    assert "in use" in line.lower()
+    assert result.returncode == 3
+    assert websocketd_lines(result.stdout) == [
+        f"FATAL  | server     |  | Can't start server: listen tcp 127.0.0.1:{port}: bind: "
+        "address already in use"]
+    assert result.stderr == (f"websocketd-py: cannot listen on 127.0.0.1:{port}: Address already "
+                             "in use (another program uses this port: stop it or choose another "
+                             "--port)\n")
     assert leftover_processes() == []
+
+
+#: A log line's time, which differs between two runs.
+_LOG_TIME = re.compile(r"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} [\d:]{8} [+-]\d{4} \| ")
+
+
+def websocketd_lines(stdout):
+    """The log lines of `stdout` without their time, which must be websocketd's format."""
+    lines = stdout.splitlines()
+    assert all(_LOG_TIME.match(line) for line in lines), stdout
+    return [_LOG_TIME.sub("", line) for line in lines]
+
+
+def run_websocketd(*args):
+    """Go websocketd with `args` to completion; skips the test where it is not installed."""
+    executable = shutil.which("websocketd")
+    if executable is None:
+        pytest.skip("websocketd is not installed (apt-get install websocketd) to compare with")
+    return run_cli(*args, executable=executable)
+
+
+@pytest.mark.slow
+def test_a_port_in_use_fails_as_websocketd_fails():
+    """Same exit status, same FATAL line but for the start lines websocketd logs first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = (f"--port={busy.getsockname()[1]}", "--address=127.0.0.1", "cat")
+        theirs, ours = run_websocketd(*args), run_cli(*args)
+    assert ours.returncode == theirs.returncode == 3
+    fatal = [line for line in websocketd_lines(theirs.stdout) if line.startswith("FATAL")]
+    assert websocketd_lines(ours.stdout) == fatal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, status", [
+    (["--nosuch", "cat"], FLAG_SYNTAX),
+    (["--port=eighty", "cat"], FLAG_SYNTAX),
+    (["--port=8080"], 1),  # no COMMAND
+    (["--port=8080", "no-such-program-4e1f"], 1),
+    (["--port=8080", "--dir=/no/such/dir"], 1),
+    (["--port=8080", "--devconsole", "--staticdir=.", "cat"], DEVCONSOLE_CONFLICT),
+    (["--port=8080", "--devconsole", "--cgidir=.", "cat"], DEVCONSOLE_CONFLICT),
+])
+def test_refused_settings_exit_as_websocketd_exits(args, status):
+    theirs, ours = run_websocketd(*args), run_cli(*args)
+    assert ours.returncode == theirs.returncode == status
+    assert websocketd_lines(ours.stdout) == websocketd_lines(theirs.stdout)
+    assert ours.stderr.count("\n") == 1
 
 
 @pytest.mark.skipif(not IS_POSIX, reason="RLIMIT_NOFILE is POSIX")

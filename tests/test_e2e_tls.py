@@ -119,13 +119,27 @@ def test_sslca_refuses_clients_without_a_certificate_from_that_ca(server, ca, tl
     assert refused_at_tls_level(srv.port, client_context(ca))
     srv.wait_log(r"ERROR  \| tls .* sent no certificate")
     assert refused_at_tls_level(srv.port, client_context(ca, rogue))
-    srv.wait_log(r"ERROR  \| tls .* not signed by the --sslca CA")
+    srv.wait_log(r"ERROR  \| tls .* not signed by the --sslca CA "
+                 r"\(OpenSSL: unable to get local issuer certificate\)$")
     assert children_of(srv.proc.pid) == []
 
     alice = ca.issue("alice", "alice", server=False)
     with connect(srv.url(scheme="wss"), ssl=client_context(ca, alice), open_timeout=10) as ws:
         ws.send("with a good certificate")
         assert ws.recv(timeout=10) == "with a good certificate"
+
+
+def test_sslca_logs_what_openssl_said_about_a_certificate_refused_for_another_reason(
+        server, ca, tls_flags):
+    """A certificate from the CA whose empty subject and issuer make OpenSSL take it for a
+    self-signed one is refused for that reason, not as "not signed by the --sslca CA"."""
+    srv = server(*tls_flags, f"--sslca={ca.cert_path}", "cat")
+    nameless = ca.issue_nameless("nameless")
+    assert refused_at_tls_level(srv.port, client_context(ca, nameless))
+    srv.wait_log(r"ERROR  \| tls .* \| TLS handshake failed: the client certificate was "
+                 r"refused \(OpenSSL: self-signed certificate\)$")
+    assert not [line for line in srv.lines if "not signed by" in line], srv.log_text()
+    assert children_of(srv.proc.pid) == []
 
 
 def start_failure(*flags):
@@ -163,7 +177,7 @@ def test_unusable_tls_files_give_one_clear_line(ca, tmp_path, case, expected):
     if len(flags) == 3:
         args.append(f"--sslca={flags[2]}")
     status, stderr = start_failure(*args)
-    assert status == 2
+    assert status == 1
     assert len(stderr) == 1 and stderr[0].startswith("websocketd-py: ") and expected in stderr[0]
 
 
@@ -183,5 +197,5 @@ def test_ssl_without_a_tcp_listener_is_a_usage_error(ca, tls_flags, tmp_path):
     result = subprocess.run([sys.executable, "-m", "websocketd_py", *tls_flags,
                              f"--unixsocket={tmp_path / 'ws.sock'}", "cat"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "--ssl needs a TCP listener" in result.stderr

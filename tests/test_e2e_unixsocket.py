@@ -1,6 +1,7 @@
 """--unixsocket: alone or with TCP; stale files replaced, live ones and non-sockets refused."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,8 @@ def socket_path():
 
 def start_unix_only(server, path, *program):
     srv = server(f"--unixsocket={path}", *program, port_flag=False, wait=False)
-    srv.wait_log(r"Starting WebSocket server   : ws\+unix://" + path.replace(".", r"\.") + "$")
+    srv.wait_log(r"INFO   \| server     \|  \| Starting WebSocket server   : unix socket at "
+                 + re.escape(path) + "$")
     return srv
 
 
@@ -72,20 +74,25 @@ def test_stale_socket_file_is_replaced(server, socket_path):
 
 
 def start_failure(path):
-    """Run websocketd-py on `path` expecting it not to start: (exit status, stderr lines)."""
+    """Run websocketd-py on `path` expecting it not to start: (exit status, the FATAL log
+    line's text, stderr lines)."""
     result = subprocess.run([sys.executable, "-m", "websocketd_py", f"--unixsocket={path}", "cat"],
                             capture_output=True, text=True, timeout=30)
-    return result.returncode, result.stderr.splitlines()
+    fatal = re.fullmatch(r".* \| FATAL  \| server     \|  \| (.*)\n", result.stdout)
+    assert fatal, result.stdout
+    return result.returncode, fatal.group(1), result.stderr.splitlines()
 
 
 def test_live_socket_is_refused_and_left_alone(socket_path):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
         live.bind(socket_path)
         live.listen()
-        status, stderr = start_failure(socket_path)
-        assert status == 1
-        assert stderr == [f"websocketd-py: another server is listening on unix socket "
-                          f"{socket_path}: stop it or choose another --unixsocket"]
+        status, fatal, stderr = start_failure(socket_path)
+        assert status == 3
+        assert fatal == (f"Can't start server: socket {socket_path} is already in use by a "
+                         "running server")
+        assert stderr == [f"websocketd-py: socket {socket_path} is already in use by a running "
+                          "server: stop it or choose another --unixsocket"]
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(socket_path)  # still the other server's socket
 
@@ -93,8 +100,9 @@ def test_live_socket_is_refused_and_left_alone(socket_path):
 def test_path_that_is_not_a_socket_is_refused_and_left_alone(socket_path):
     with open(socket_path, "w") as file:
         file.write("precious")
-    status, stderr = start_failure(socket_path)
-    assert status == 1
+    status, fatal, stderr = start_failure(socket_path)
+    assert status == 3
+    assert fatal == f"Can't start server: listen unix {socket_path}: bind: address already in use"
     assert len(stderr) == 1 and "exists and is not a socket" in stderr[0]
     with open(socket_path) as file:
         assert file.read() == "precious"

@@ -116,5 +116,5 @@ def test_a_path_without_leading_slash_is_a_usage_error():
     result = subprocess.run([sys.executable, "-m", "websocketd_py", "--port=0",
                              "--status-path=_status", "cat"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "--status-path" in result.stderr and result.stderr.count("\n") == 1

@@ -74,6 +74,6 @@ def test_a_name_that_is_not_a_token_is_a_usage_error():
         result = subprocess.run(
             [sys.executable, "-m", "websocketd_py", "--port=0", f"--subprotocol={bad}", "cat"],
             capture_output=True, text=True, timeout=30)
-        assert result.returncode == 2, bad
+        assert result.returncode == 1, bad
         assert result.stdout == ""
         assert "--subprotocol" in result.stderr and result.stderr.count("\n") == 1

@@ -42,9 +42,12 @@ def serve(command, port=None, address=None, **options):
 
     `port` and `address` are --port (default 80) and --address (a string or a
     list). Returns the exit status the command line would have: 0 after a
-    clean stop, 1 when a listener could not be opened (the reason is on
-    stderr). It changes nothing process-wide: no signal handlers, no CPU
-    affinity; the command line alone does that.
+    clean stop, 3 when a listener could not be opened (said as the command
+    line says it: websocketd's FATAL log line on stdout, one line on stderr).
+    Options the command line would refuse raise instead: TypeError for one it
+    would not parse (its exit status 2), ValueError for a bad setting (1, or
+    4 for --devconsole with --cgidir). It changes nothing process-wide: no
+    signal handlers, no CPU affinity; the command line alone does that.
     """
     return server.serve(_server_config(command, port, address, options))
 

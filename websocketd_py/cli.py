@@ -12,6 +12,7 @@ import sys
 
 from . import WEBSOCKETD_COMPAT_VERSION, __version__, tuning
 from .config import FALSE, FLAGS, TRUE, UsageError, build_config
+from .log import FATAL, Log
 
 _ALIASES = {"h": "help"}
 
@@ -57,6 +58,14 @@ OR TORT (INCLUDING NEGLIGENCE OR OTHERWISE) ARISING IN ANY WAY OUT OF THE USE
 OF THIS SOFTWARE, EVEN IF ADVISED OF THE POSSIBILITY OF SUCH DAMAGE.
 """
 
+
+class FlagSyntaxError(UsageError):
+    """A command line Go's flag package cannot parse: an unknown flag, a missing or
+    malformed value (websocketd's exit status 2)."""
+
+    exit_status = 2
+
+
 def go_int(text):
     """An integer as Go's flag package reads one (strconv.ParseInt base 0).
 
@@ -99,20 +108,20 @@ def parse_flags(argv):
             break
         body = arg[2:] if arg.startswith("--") else arg[1:]
         if not body or body.startswith("-") or body.startswith("="):
-            raise UsageError(f"bad flag syntax: {arg}")
+            raise FlagSyntaxError(f"bad flag syntax: {arg}")
         name, has_value, value = body.partition("=")
         name = _ALIASES.get(name, name)
         if name not in FLAGS:
-            raise UsageError(f"flag provided but not defined: -{name} "
-                             "(see websocketd-py --help for the list)")
+            raise FlagSyntaxError(f"flag provided but not defined: -{name} "
+                                "(see websocketd-py --help for the list)")
         kind = FLAGS[name][0]
         index += 1
         if kind == "bool":
             if not has_value:
                 value = "true"
             elif value not in TRUE | FALSE:
-                raise UsageError(f"invalid boolean value {value!r} for -{name}: "
-                                 "use true or false")
+                raise FlagSyntaxError(f"invalid boolean value {value!r} for -{name}: "
+                                    "use true or false")
             values[name] = value in TRUE
             continue
         if kind == "optional":
@@ -120,15 +129,15 @@ def parse_flags(argv):
             continue
         if not has_value:
             if index >= len(argv):
-                raise UsageError(f"flag needs an argument: -{name}")
+                raise FlagSyntaxError(f"flag needs an argument: -{name}")
             value = argv[index]
             index += 1
         if kind == "int":
             try:
                 values[name] = go_int(value)
             except ValueError:
-                raise UsageError(f"invalid value {value!r} for -{name}: "
-                                 "expected a whole number") from None
+                raise FlagSyntaxError(f"invalid value {value!r} for -{name}: "
+                                    "expected a whole number") from None
         elif kind == "list":
             values.setdefault(name, []).append(value)
         else:
@@ -149,12 +158,20 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    """Entry point of the `websocketd-py` command."""
+    """Entry point of the `websocketd-py` command.
+
+    Exit statuses, as websocketd's: 0 after a clean stop, 1 for a bad setting,
+    2 for a command line that cannot be parsed, 3 when the server cannot
+    start (a listener cannot be opened), 4 for --devconsole with --staticdir
+    or --cgidir.
+    """
     try:
         outcome = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as error:
+        if error.fatal:  # websocketd logs this one too
+            Log(FATAL).write(FATAL, "server", error.fatal)
         sys.stderr.write(f"websocketd-py: {error}\n")
-        sys.exit(2)
+        sys.exit(error.exit_status)
     if isinstance(outcome, str):
         sys.stdout.write(outcome)
         return
@@ -165,15 +182,14 @@ def serve(config, timings=None):
     """Serve as the command: process-wide tuning and signal handlers (`tuning`) for as long
     as it serves. The first Ctrl-C or SIGTERM asks for a clean shutdown; a second one kills
     every program and exits at once. The exit status. `timings`: see `server.make_server`."""
-    from .server import ListenError, make_server
+    from .server import ListenError, make_server, report_start_failure
     from .session import Timings
     signals = _Signals()
     with tuning.for_the_command_line(signals.received):  # before any thread starts
         try:
             server = make_server(config, timings=timings or Timings())
         except ListenError as error:
-            sys.stderr.write(f"websocketd-py: {error}\n")
-            return 1
+            return report_start_failure(config, error)
         signals.server = server
         if signals.first is not None:  # it came while the server was being made
             server.request_stop(f"{signals.first} received")

@@ -22,7 +22,25 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
 class UsageError(Exception):
-    """A bad command line: printed as one line, exit status 2, nothing started."""
+    """A bad setting: printed as one line, nothing started.
+
+    `exit_status` is websocketd's for the same mistake: 1, or 2 for a command
+    line Go's flag package cannot parse (`cli.FlagSyntaxError`), 4 for
+    `DevconsoleConflict`. `fatal`, when websocketd also logs the mistake, is
+    the text of its FATAL log line.
+    """
+
+    exit_status = 1
+
+    def __init__(self, message, fatal=None):
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class DevconsoleConflict(UsageError):
+    """--devconsole with --staticdir or --cgidir (websocketd's exit status 4)."""
+
+    exit_status = 4
 
 
 # name: (kind, help). kind is "bool", "int", "str", "list" (repeatable) or "optional"
@@ -180,8 +198,11 @@ class Config:
             except tls.TLSFileError as error:
                 raise UsageError(str(error)) from None
         if self.devconsole and (self.staticdir or self.cgidir):
-            raise UsageError("--devconsole cannot be used with --staticdir or --cgidir "
-                             "(both want to answer plain HTTP requests)")
+            other = "--staticdir" if self.staticdir else "--cgidir"
+            raise DevconsoleConflict(
+                f"--devconsole cannot be used with {other} "
+                "(both want to answer plain HTTP requests)",
+                fatal=f"Invalid parameters: --devconsole cannot be used with {other}. Pick one.")
         if self.passstderr and self.binary:
             raise UsageError("--passstderr cannot be used with --binary "
                              "(stderr lines are sent as JSON text messages)")

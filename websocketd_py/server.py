@@ -416,7 +416,8 @@ class Listener(ThreadedWSGIServer):
     """werkzeug's threaded server on a socket bound by websocketd-py.
 
     An accepted connection waits in the `WaitingRoom` until it sends its first
-    bytes; only then does it get werkzeug's thread.
+    bytes; only then does it get werkzeug's thread. When accept() fails for
+    lack of file descriptors, the loop pauses (`listening.AcceptPause`).
     With `tls_context`, the TLS handshake runs in `finish_request`, in the
     connection's own thread, and not inside accept() as werkzeug's own
     `ssl_context` would run it (there one silent client stalls everyone).
@@ -438,17 +439,35 @@ class Listener(ThreadedWSGIServer):
         self.tls_context = tls_context
         self.unix_file = unix_file  # only now: werkzeug's __init__ calls server_close()
         self.waiting_room = WaitingRoom(self._start_handler)
+        self.accept_pause = listening.AcceptPause(log)
 
     def log(self, type, message, *args):
         """werkzeug's own reports (an exception in the app, a 500) go to the websocketd log."""
         self.server_log.write("error" if type == "error" else "debug", "http",
                               message % args if args else message)
 
-    def url(self, scheme):
-        """The URL to show at start: `ws://host:port/`, or `ws+unix://PATH` for a Unix socket."""
+    def location(self, scheme):
+        """Where the start lines say it listens: `ws://host:port/`, or for a Unix socket
+        `unix socket at PATH` (websocketd's words)."""
         if self.unix_file:
-            return f"{scheme}+unix://{self.shown_host}"
+            return f"unix socket at {self.shown_host}"
         return f"{scheme}://{self.shown_host}:{self.port}/"
+
+    def get_request(self):
+        """accept(), with a pause after a failure for lack of file descriptors (see
+        `listening.AcceptPause`): socketserver would call it again at once, and spin."""
+        try:
+            accepted = super().get_request()
+        except OSError as error:
+            self.accept_pause.after_failure(error)
+            raise
+        self.accept_pause.after_success()
+        return accepted
+
+    def shutdown(self):
+        """Stop serve_forever, without waiting out a pause of the accept loop."""
+        self.accept_pause.stop()
+        super().shutdown()
 
     def process_request(self, request, client_address):
         """A new connection waits in the waiting room; its thread starts when it speaks."""
@@ -496,8 +515,17 @@ def _keep_alive(sock):
         pass  # the connection works without it
 
 
+#: Exit status when the server cannot start (a listener cannot be opened), as websocketd's.
+CANNOT_START = 3
+
+
 class ListenError(Exception):
-    """A listener could not be opened: one line for the user."""
+    """A listener could not be opened: one line for the user, and `reason`, the same in
+    websocketd's words (Go's: `listen tcp 127.0.0.1:8080: bind: address already in use`)."""
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
 
 
 def open_listener(host, port, app, threads, log, tls_context=None):
@@ -507,9 +535,18 @@ def open_listener(host, port, app, threads, log, tls_context=None):
     try:
         sock = listening.listening_socket(host, port)
     except OSError as error:
-        raise ListenError(f"cannot listen on {shown}:{port}: {error.strerror or error}"
-                          f"{_listen_hint(error, port)}") from None
+        message = (f"cannot listen on {shown}:{port}: {error.strerror or error}"
+                   f"{_listen_hint(error, port)}")
+        raise ListenError(message, _go_listen_error(host, port, error)) from None
     return Listener(sock, app, threads, log, _display_host(host), tls_context)
+
+
+def _go_listen_error(host, port, error):
+    """What Go's net.Listen says for the same failure."""
+    if isinstance(error, socket.gaierror):
+        return f"listen tcp: lookup {host}: {listening.os_wording(error)}"
+    address = "" if host is None else (f"[{host}]" if ":" in host else host)
+    return f"listen tcp {address}:{port}: bind: {listening.os_wording(error)}"
 
 
 def open_unix_listener(path, app, threads, log):
@@ -517,7 +554,7 @@ def open_unix_listener(path, app, threads, log):
     try:
         sock, inode = unixsocket.listening_socket(path)
     except unixsocket.UnixSocketError as error:
-        raise ListenError(str(error)) from None
+        raise ListenError(str(error), error.reason) from None
     return Listener(sock, app, threads, log, path, unix_file=(path, inode))
 
 
@@ -579,14 +616,14 @@ def startup_lines(config, listeners):
         lines.append(("Serving CGI scripts from    ", config.cgidir))
     for listener in listeners:
         if isinstance(listener.served_app, RedirectApp):  # the label as websocketd words it
-            lines.append(("Starting redirect server   ", listener.url("http")))
+            lines.append(("Starting redirect server   ", listener.location("http")))
             continue
         secure = "s" if listener.tls_context is not None else ""
         if config.command or config.dir:
-            lines.append(("Starting WebSocket server   ", listener.url("ws" + secure)))
+            lines.append(("Starting WebSocket server   ", listener.location("ws" + secure)))
         if config.staticdir or config.cgidir or config.devconsole:
             what = "Developer console           " if config.devconsole else "Serving HTTP at             "
-            lines.append((what, listener.url("http" + secure)))
+            lines.append((what, listener.location("http" + secure)))
     return [f"{label}: {value}" for label, value in lines]
 
 
@@ -695,11 +732,19 @@ def make_server(config, log=None, timings=Timings()):
 
 
 def serve(config):
-    """Serve until `shutdown()` or Ctrl-C; the exit status (1: a listener could not open)."""
+    """Serve until `shutdown()` or Ctrl-C; the exit status (CANNOT_START: a listener could
+    not be opened, see `report_start_failure`)."""
     try:
         server = make_server(config)
     except ListenError as error:
-        sys.stderr.write(f"websocketd-py: {error}\n")
-        return 1
+        return report_start_failure(config, error)
     server.serve_forever()
     return 0
+
+
+def report_start_failure(config, error):
+    """Say why the server cannot start as websocketd does (its FATAL log line, on stdout)
+    and in one line on stderr; the exit status, CANNOT_START."""
+    Log(config.loglevel).write("fatal", "server", f"Can't start server: {error.reason}")
+    sys.stderr.write(f"websocketd-py: {error}\n")
+    return CANNOT_START

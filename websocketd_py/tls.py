@@ -113,9 +113,17 @@ def handshake(sock, context, log, remote):
 _HANDSHAKE_REASONS = {
     "HTTP_REQUEST": "the client sent plain HTTP to a TLS port (use https:// or wss://)",
     "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client sent no certificate (--sslca requires one)",
-    "CERTIFICATE_VERIFY_FAILED": "the client certificate is not signed by the --sslca CA",
 }
+#: OpenSSL verify results that mean "no issuer in --sslca" (X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
+#: _UNABLE_TO_GET_ISSUER_CERT_LOCALLY, _UNABLE_TO_VERIFY_LEAF_SIGNATURE).
+_NOT_FROM_THE_CA = frozenset((2, 20, 21))
 
 
 def _explain_handshake_error(error):
+    """One line for a failed handshake; a refused client certificate says what OpenSSL said."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        openssl_said = f"(OpenSSL: {error.verify_message})"
+        if error.verify_code in _NOT_FROM_THE_CA:
+            return f"the client certificate is not signed by the --sslca CA {openssl_said}"
+        return f"the client certificate was refused {openssl_said}"
     return _HANDSHAKE_REASONS.get(getattr(error, "reason", None), str(error))

@@ -9,6 +9,8 @@ import os
 import socket
 import stat
 
+from .listening import os_wording
+
 #: Unix sockets exist on this platform (not on Windows builds of Python).
 SUPPORTED = hasattr(socket, "AF_UNIX")
 #: Seconds to wait when checking whether a server listens on an existing socket file.
@@ -16,7 +18,12 @@ PROBE_TIMEOUT = 1.0
 
 
 class UnixSocketError(Exception):
-    """The path cannot be listened on: one line for the user."""
+    """The path cannot be listened on: one line for the user, and `reason`, the same in
+    websocketd's words (for its `Can't start server: ...` log line)."""
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
 
 
 def listening_socket(path):
@@ -30,7 +37,8 @@ def listening_socket(path):
     except OSError as error:
         sock.close()
         raise UnixSocketError(f"cannot listen on unix socket {path}: "
-                              f"{error.strerror or error}") from None
+                              f"{error.strerror or error}",
+                              f"listen unix {path}: bind: {os_wording(error)}") from None
 
 
 def remove(path, inode):
@@ -50,10 +58,11 @@ def _claim(path):
         return
     if not stat.S_ISSOCK(mode):
         raise UnixSocketError(f"--unixsocket={path} exists and is not a socket: "
-                              "remove it or choose another path")
+                              "remove it or choose another path",
+                              f"listen unix {path}: bind: address already in use")
     if _someone_listens(path):
-        raise UnixSocketError(f"another server is listening on unix socket {path}: "
-                              "stop it or choose another --unixsocket")
+        in_use = f"socket {path} is already in use by a running server"
+        raise UnixSocketError(f"{in_use}: stop it or choose another --unixsocket", in_use)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -72,6 +81,7 @@ def _someone_listens(path):
         return True  # its backlog is full: very much alive
     except OSError as error:
         raise UnixSocketError(f"cannot check whether a server listens on unix socket {path}: "
-                              f"{error.strerror or error}") from None
+                              f"{error.strerror or error}",
+                              f"dial unix {path}: connect: {os_wording(error)}") from None
     finally:
         probe.close()
