@@ -195,13 +195,17 @@ class Config:
                                    tls_context=tls_context, users=users)
 
     def _resolved_command(self):
-        """COMMAND with its program found (on PATH, or as Windows finds it), and startable."""
+        """COMMAND with its program found (on PATH, or as Windows finds it), and startable
+        (a script's #! line names an interpreter that is there)."""
         if not self.command:
             return self.command
         resolved = launching.resolve_command(self.command[0])
         if resolved is None:
             raise UsageError(launching.explain_missing_command(self.command[0]))
         command = (resolved,) + self.command[1:]
+        problem = launching.script_problem(resolved)
+        if problem is not None:
+            raise UsageError(f"COMMAND {self.command[0]} cannot start: {problem[0]}; {problem[1]}")
         try:
             launching.launch_argv(command, launching.current_platform())  # Windows: can it start?
         except launching.LaunchError as error:
