@@ -62,6 +62,9 @@ FLAGS = {
     "origin": ("str", "Refuse (403) upgrades unless Origin matches one of "
                       "[scheme://]host[:port],..."),
     "loglevel": ("str", f"Log level: {', '.join(LEVELS)} or none (default access)"),
+    "logformat": ("str", "Log line format: websocketd (the default, for log tools) or short "
+                         "(time, program, session and message: one short line per event, a "
+                         "Python traceback as one line, for a person watching a class)"),
     "subprotocol": ("list", "WebSocket subprotocol the server speaks (repeatable): the first one "
                             "a client asks for that is listed is chosen and passed to the "
                             "process as WEBSOCKET_PROTOCOL"),
@@ -88,6 +91,9 @@ FLAGS = {
     "version": ("bool", "Print the version and exit"),
     "license": ("bool", "Print the license and exit"),
 }
+
+#: --logformat's values.
+LOG_FORMATS = ("websocketd", "short")
 
 #: How Go's flag package spells true and false.
 TRUE = {"1", "t", "T", "true", "TRUE", "True"}
@@ -125,6 +131,7 @@ class Config:
     sameorigin: bool = False
     origins: Tuple[str, ...] = ()
     loglevel: str = "access"
+    logformat: str = "websocketd"          # --logformat: "websocketd" or "short"
     explicit: frozenset = frozenset()      # flag names given on the command line
     subprotocols: Tuple[str, ...] = ()     # --subprotocol: what the server speaks, in its order
     basic_auth: Tuple[str, ...] = dataclasses.field(default=(), repr=False)  # user:password
@@ -289,13 +296,16 @@ def build_config(values, command):
     if loglevel not in LEVELS + ("none",):
         raise UsageError(f"invalid -loglevel={values['loglevel']}: use one of "
                          f"{', '.join(LEVELS)}, none")
+    if values.get("logformat", "websocketd") not in LOG_FORMATS:
+        raise UsageError(f"invalid -logformat={values['logformat']}: use websocketd or short")
     for name in ("dir", "staticdir", "cgidir", "unixsocket", "sslcert", "sslkey", "sslca"):
         if values.get(name) == "":
             raise UsageError(f"-{name} needs a path")
     simple = {name: values[name] for name in (
         "port", "unixsocket", "ssl", "sslcert", "sslkey", "sslca", "redirport", "maxforks",
         "maxframesize", "closems", "pingms", "binary", "passstderr", "reverselookup", "dir",
-        "staticdir", "cgidir", "devconsole", "sameorigin", "compress") if name in values}
+        "staticdir", "cgidir", "devconsole", "sameorigin", "compress", "logformat")
+        if name in values}
     if "passenv" in values:
         simple["passenv"] = tuple(v.strip() for v in values["passenv"].split(",") if v.strip())
     if "origin" in values:

@@ -27,9 +27,9 @@ IS_MACOS = sys.platform == "darwin"
 if IS_WINDOWS:
     DEFAULT_PASSENV = ("PATH", "PATHEXT", "SYSTEMROOT", "COMSPEC", "WINDIR", "TEMP", "TMP")
 elif IS_MACOS:
-    DEFAULT_PASSENV = ("PATH", "DYLD_LIBRARY_PATH")
+    DEFAULT_PASSENV = ("PATH", "DYLD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE")
 else:
-    DEFAULT_PASSENV = ("PATH", "LD_LIBRARY_PATH")
+    DEFAULT_PASSENV = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE")
 
 #: Set for every child unless --passenv passes the server's own value. Windows: Python
 #: writes its pipes in the ANSI code page unless told to use UTF-8, which the server reads.

@@ -673,10 +673,18 @@ class WebsocketdServer:
         self._stopped.set()
 
 
+def make_log(config):
+    """The server's log, at --loglevel, in the --logformat."""
+    if config.logformat == "short":
+        from .shortlog import ShortFormat
+        return Log(config.loglevel, line_format=ShortFormat(config.dir or config.cgidir))
+    return Log(config.loglevel)
+
+
 def make_server(config, log=None):
     """A `WebsocketdServer` for a validated `Config`, its listeners open; ListenError if one
     cannot be."""
-    log = log or Log(config.loglevel)
+    log = log or make_log(config)
     app = build_app(config, log)
     try:
         listeners = open_listeners(config, app, log)
