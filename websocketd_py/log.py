@@ -70,10 +70,14 @@ class StderrLog:
         """stderr is closed: nothing more comes."""
 
 
+#: The default line format (it holds nothing: one serves every log).
+WEBSOCKETD_FORMAT = WebsocketdFormat()
+
+
 class Log:
     """The server's log: a level threshold, a line format, and a stream written line by line."""
 
-    def __init__(self, level="access", stream=None, line_format=WebsocketdFormat):
+    def __init__(self, level="access", stream=None, line_format=WEBSOCKETD_FORMAT):
         self.threshold = _RANK[level]
         self.stream = stream if stream is not None else sys.stdout
         self.format = line_format
