@@ -351,7 +351,7 @@ def test_a_program_that_cannot_start_closes_its_clients_with_1011(server, tmp_pa
     srv = server("--broadcast", f"--dir={tmp_path}")
     with connect(srv.url("/broken.sh")) as ws:
         _, code, reason = receive_all(ws)
-    assert (code, reason) == (1011, "cannot start the program")
+    assert (code, reason) == (1011, "interpreter /no/such/interpreter not found")
     srv.wait_log(r"ERROR .*broadcast .*cannot start")
 
 

@@ -166,7 +166,7 @@ def test_passenv_default_is_the_platform_essentials():
     config = build_config(*parse("echo"))
     assert config.passenv == launching.DEFAULT_PASSENV
     if sys.platform.startswith("linux"):
-        assert config.passenv == ("PATH", "LD_LIBRARY_PATH")
+        assert config.passenv == ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE")
 
 
 def test_origin_is_a_comma_separated_list():

@@ -11,12 +11,20 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from websocketd_py import __version__
+from websocketd_py import __version__, environment
 
 from helpers import PROGRAM, STANDARD, parametrize_fast_first, raw_upgrade
 
 #: Set for every process unless --passenv passes the server's own (see test_buffering).
 DEFAULTS = {"PYTHONUNBUFFERED"}
+#: What the default --passenv takes from the server's environment besides PATH and its kind.
+LOCALE = {"LANG", "LC_ALL", "LC_CTYPE"}
+
+
+def defaults(passed):
+    """The variables set for every process unless passed: DEFAULTS, and LC_CTYPE where no
+    locale variable is passed and C.UTF-8 is installed (see test_locale)."""
+    return DEFAULTS | (set() if LOCALE & passed else set(environment.utf8_locale()))
 
 
 def env_over_websockets(srv, path="/"):
@@ -45,8 +53,8 @@ def test_every_variable_for_one_connection(server):
     srv = server(*PROGRAM)
     env, client_port, request = env_over_websockets(srv, "/some/path%20x?a=1&b=%20c")
     header_names = {"HTTP_" + name.upper().replace("-", "_") for name in request.headers}
-    passed = {name for name in ("PATH", "LD_LIBRARY_PATH") if os.environ.get(name)}
-    assert set(env) == STANDARD | header_names | passed | DEFAULTS
+    passed = {name for name in {"PATH", "LD_LIBRARY_PATH"} | LOCALE if os.environ.get(name)}
+    assert set(env) == STANDARD | header_names | passed | defaults(passed)
 
     assert env["SERVER_SOFTWARE"].startswith("websocketd/")
     assert "websocketd-py" in env["SERVER_SOFTWARE"]
@@ -236,7 +244,7 @@ def server_environment(**changes):
     return env
 
 
-def test_default_passenv_is_path_and_ld_library_path_only(server, tmp_path):
+def test_default_passenv_is_path_ld_library_path_and_the_locale(server, tmp_path):
     library_path = os.pathsep.join(
         filter(None, [os.environ.get("LD_LIBRARY_PATH"), str(tmp_path)]))
     srv = server(*PROGRAM, env=server_environment(
@@ -244,7 +252,8 @@ def test_default_passenv_is_path_and_ld_library_path_only(server, tmp_path):
         SERVER_NAME="evil", HTTP_X_FROM_SERVER="evil"))
     env, _, request = env_over_websockets(srv)
     header_names = {"HTTP_" + name.upper().replace("-", "_") for name in request.headers}
-    assert set(env) == STANDARD | header_names | {"PATH", "LD_LIBRARY_PATH"} | DEFAULTS
+    passed = {"PATH", "LD_LIBRARY_PATH"} | {name for name in LOCALE if os.environ.get(name)}
+    assert set(env) == STANDARD | header_names | passed | defaults(passed)
     assert env["PATH"] == os.environ["PATH"]
     assert env["LD_LIBRARY_PATH"] == library_path
     assert env["SERVER_NAME"] == "127.0.0.1"
@@ -258,7 +267,7 @@ def test_passenv_passes_exactly_the_listed_non_empty_variables(server, tmp_path)
                                         REMOTE_ADDR="6.6.6.6"))
     env, _, request = env_over_websockets(srv)
     header_names = {"HTTP_" + name.upper().replace("-", "_") for name in request.headers}
-    assert set(env) == STANDARD | header_names | {"PATH", "FOO"} | DEFAULTS
+    assert set(env) == STANDARD | header_names | {"PATH", "FOO"} | defaults({"PATH", "FOO"})
     assert env["FOO"] == "foo value=1"
     assert env["PATH"] == os.environ["PATH"]
     assert env["REMOTE_ADDR"] == "127.0.0.1"  # the request's, not the server's

@@ -195,6 +195,7 @@ def test_build_gives_exactly_the_cgi_variables():
         "HTTP_HOST": "example.com:8080",
         "HTTP_UPGRADE": "websocket",
         "HTTP_X_CUSTOM": "1, 2",
+        **environment.utf8_locale(),
     }
     assert all(isinstance(value, str) for value in env.values())
 
@@ -255,4 +256,4 @@ def test_build_reads_the_servers_environment_by_default(monkeypatch):
 def test_build_has_nothing_but_standard_http_and_passenv_names():
     env = environment.build(make_request(), ("PATH",), {"PATH": "/bin", "HOME": "/root"})
     extra = {k for k in env if not k.startswith("HTTP_")} - STANDARD
-    assert extra == {"PATH", "PYTHONUNBUFFERED"}
+    assert extra == {"PATH", "PYTHONUNBUFFERED"} | set(environment.utf8_locale())

@@ -24,7 +24,6 @@ import os
 
 from . import server
 from .config import FLAGS, UsageError, build_config
-from .log import Log
 from .server import build_app
 
 #: Flags that are no options: they print something and exit.
@@ -80,7 +79,7 @@ class WebSocketApp:
 
     def __init__(self, command, **options):
         self.config = _config(command, options, _NOT_OPTIONS | _NOT_FOR_MOUNTING)
-        self.log = Log(self.config.loglevel)
+        self.log = server.make_log(self.config)
         self.app = build_app(self.config, self.log)
         self.app.start_eager_broadcast()
 

@@ -27,6 +27,7 @@ import threading
 import time
 
 from . import framing, proctree, protocol
+from .launching import client_reason
 from .process import ProcessEndpoint
 
 #: How long a 1008 close frame may wait behind a send under way before the connection is cut.
@@ -226,7 +227,7 @@ class Hub:
             failed, self._subscribers = self._subscribers, frozenset()
             self._lock.notify_all()  # their writes waiting for a process give up
             for subscription in failed:
-                subscription.end(protocol.INTERNAL_ERROR, "cannot start the program")
+                subscription.end(protocol.INTERNAL_ERROR, client_reason(error))
             return None
         self.process = process
         self._process_log = self._log.with_fields(id=env["UNIQUE_ID"], pid=process.pid)

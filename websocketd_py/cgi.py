@@ -27,6 +27,7 @@ from werkzeug.wrappers import Response
 from . import auth, environment, proctree
 from .decoding import request_target
 from .endpoints import script_in
+from .launching import client_reason
 from .process import ProcessEndpoint
 from .refused import Refused
 from .registry import Running
@@ -86,7 +87,8 @@ class CgiScripts:
         except (OSError, ValueError) as error:
             slot.release()
             log.error("cgi", f"cannot start {script.argv[0]}: {error}")
-            raise Refused(500, "Internal Server Error: the CGI script could not be started")
+            raise Refused(500, f"Internal Server Error: the CGI script could not be started: "
+                               f"{client_reason(error)}")
         log = log.with_fields(pid=process.pid)
         log.access("http", "CGI")
         self.running.add(process)

@@ -80,6 +80,9 @@ FLAGS = {
     "origin": ("str", "Refuse (403) upgrades unless Origin matches one of "
                       "[scheme://]host[:port],..."),
     "loglevel": ("str", f"Log level: {', '.join(LEVELS)} or none (default access)"),
+    "logformat": ("str", "Log line format: websocketd (the default, for log tools) or short "
+                         "(time, program, session and message: one short line per event, a "
+                         "Python traceback as one line, for a person watching a class)"),
     "subprotocol": ("list", "WebSocket subprotocol the server speaks (repeatable): the first one "
                             "a client asks for that is listed is chosen and passed to the "
                             "process as WEBSOCKET_PROTOCOL"),
@@ -106,6 +109,9 @@ FLAGS = {
     "version": ("bool", "Print the version and exit"),
     "license": ("bool", "Print the license and exit"),
 }
+
+#: --logformat's values.
+LOG_FORMATS = ("websocketd", "short")
 
 #: How Go's flag package spells true and false.
 TRUE = {"1", "t", "T", "true", "TRUE", "True"}
@@ -143,6 +149,7 @@ class Config:
     sameorigin: bool = False
     origins: Tuple[str, ...] = ()
     loglevel: str = "access"
+    logformat: str = "websocketd"          # --logformat: "websocketd" or "short"
     explicit: frozenset = frozenset()      # flag names given on the command line
     subprotocols: Tuple[str, ...] = ()     # --subprotocol: what the server speaks, in its order
     basic_auth: Tuple[str, ...] = dataclasses.field(default=(), repr=False)  # user:password
@@ -216,13 +223,17 @@ class Config:
                                    tls_context=tls_context, users=users)
 
     def _resolved_command(self):
-        """COMMAND with its program found (on PATH, or as Windows finds it), and startable."""
+        """COMMAND with its program found (on PATH, or as Windows finds it), and startable
+        (a script's #! line names an interpreter that is there)."""
         if not self.command:
             return self.command
         resolved = launching.resolve_command(self.command[0])
         if resolved is None:
             raise UsageError(launching.explain_missing_command(self.command[0]))
         command = (resolved,) + self.command[1:]
+        problem = launching.script_problem(resolved)
+        if problem is not None:
+            raise UsageError(f"COMMAND {self.command[0]} cannot start: {problem[0]}; {problem[1]}")
         try:
             launching.launch_argv(command, launching.current_platform())  # Windows: can it start?
         except launching.LaunchError as error:
@@ -306,13 +317,16 @@ def build_config(values, command):
     if loglevel not in LEVELS + ("none",):
         raise UsageError(f"invalid -loglevel={values['loglevel']}: use one of "
                          f"{', '.join(LEVELS)}, none")
+    if values.get("logformat", "websocketd") not in LOG_FORMATS:
+        raise UsageError(f"invalid -logformat={values['logformat']}: use websocketd or short")
     for name in ("dir", "staticdir", "cgidir", "unixsocket", "sslcert", "sslkey", "sslca"):
         if values.get(name) == "":
             raise UsageError(f"-{name} needs a path")
     simple = {name: values[name] for name in (
         "port", "unixsocket", "ssl", "sslcert", "sslkey", "sslca", "redirport", "maxforks",
         "maxframesize", "closems", "pingms", "binary", "passstderr", "reverselookup", "dir",
-        "staticdir", "cgidir", "devconsole", "sameorigin", "compress") if name in values}
+        "staticdir", "cgidir", "devconsole", "sameorigin", "compress", "logformat")
+        if name in values}
     if "passenv" in values:
         simple["passenv"] = tuple(v.strip() for v in values["passenv"].split(",") if v.strip())
     if "origin" in values:

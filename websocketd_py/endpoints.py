@@ -48,9 +48,8 @@ def script_in(root, raw_path):
     for index, raw_segment in enumerate(parts):
         if not raw_segment:
             continue
-        segment = percent_decoded(raw_segment)
-        if (segment in (".", "..") or any(c in segment for c in "/\\\0:")
-                or len(segment) > 255):
+        segment = _segment(raw_segment)
+        if segment is None:
             return None
         candidate = os.path.join(current, segment)
         if os.path.isdir(candidate):
@@ -68,3 +67,29 @@ def script_in(root, raw_path):
         path_info = "/" + percent_decoded("/".join(rest)) if rest else ""
         return Endpoint((candidate,), script_name, path_info)
     return None
+
+
+def directory_in(root, raw_path):
+    """The real path of the directory a raw URL path names under `root` (symlinks resolved,
+    inside the real root), or None if the path names no such directory."""
+    real_root = os.path.realpath(root)
+    segments = [_segment(raw) for raw in raw_path.split("/") if raw]
+    if None in segments:
+        return None
+    real = os.path.realpath(os.path.join(real_root, *segments))
+    if os.path.commonpath([real, real_root]) != real_root or not os.path.isdir(real):
+        return None
+    return real
+
+
+def _segment(raw_segment):
+    """A raw path segment %-decoded, or None if it may not name a file (`valid_segment`)."""
+    segment = percent_decoded(raw_segment)
+    return segment if valid_segment(segment) else None
+
+
+def valid_segment(segment):
+    """Whether a decoded path segment may name a file: not "." or "..", no "/", "\\", NUL
+    or ":" in it, and no longer than a file name can be."""
+    return not (segment in (".", "..") or any(c in segment for c in "/\\\0:")
+                or len(segment) > 255)

@@ -1,13 +1,17 @@
 """The CGI-style environment a process sees, built from its request.
 
-Only the --passenv variables of the server's own environment pass through;
-everything else comes from the request, under names a client cannot choose:
-every header becomes `HTTP_<NAME>`, and a header whose name could collide
-with another (`X_Foo` vs `X-Foo`) or carries the httpoxy hole (`Proxy`) is
-dropped, so no client can set PATH, LD_PRELOAD or HTTP_PROXY.
+Only the --passenv variables of the server's own environment pass through
+(by default PATH, the library path and the locale variables), plus two
+defaults a passed value overrides: PYTHONUNBUFFERED=1, and LC_CTYPE=C.UTF-8
+where no locale variable passes (`utf8_locale`). Everything else comes from
+the request, under names a client cannot choose: every header becomes
+`HTTP_<NAME>`, and a header whose name could collide with another (`X_Foo`
+vs `X-Foo`) or carries the httpoxy hole (`Proxy`) is dropped, so no client
+can set PATH, LD_PRELOAD or HTTP_PROXY.
 """
 
 import dataclasses
+import functools
 import itertools
 import os
 import re
@@ -29,6 +33,13 @@ _unique_counter = itertools.count(1)
 #: Set for every process unless --passenv passes the server's own value: stdout is a pipe,
 #: and Python would hold what the program prints until 8 KiB pile up or it exits.
 UNBUFFERED_OUTPUT = {"PYTHONUNBUFFERED": "1"}
+
+#: The variables that set a program's character encoding; without any, C programs, bash
+#: and grep see bytes, not characters (`${#word}` of "élève" would be 7, not 5).
+LOCALE_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE")
+#: Where the C.UTF-8 locale is installed, if it is (glibc's and the BSDs' places).
+_UTF8_LOCALE_PLACES = ("/usr/lib/locale/C.utf8", "/usr/lib/locale/C.UTF-8",
+                       "/usr/share/locale/C.UTF-8")
 
 #: Seconds --reverselookup waits for reverse DNS before REMOTE_HOST falls back to the address.
 REVERSE_LOOKUP_TIMEOUT = 1.5
@@ -150,10 +161,23 @@ def passed_through(names, source=None):
     return {name: source[name] for name in names if source.get(name)}
 
 
+@functools.lru_cache(maxsize=None)
+def utf8_locale():
+    """{"LC_CTYPE": "C.UTF-8"} where that locale is installed, else {} (Windows: always)."""
+    if launching.IS_WINDOWS or not any(map(os.path.isdir, _UTF8_LOCALE_PLACES)):
+        return {}
+    return {"LC_CTYPE": "C.UTF-8"}
+
+
 def build(request, passenv, source=None):
-    """The whole environment of a process for one `EndpointRequest`."""
+    """The whole environment of a process for one `EndpointRequest`.
+
+    A program whose --passenv variables set no locale gets `utf8_locale()`.
+    """
     server_name, server_port = split_host(request.host, request.https)
     env = {**UNBUFFERED_OUTPUT, **launching.CHILD_ENVIRONMENT, **passed_through(passenv, source)}
+    if not any(name in env for name in LOCALE_VARIABLES):
+        env.update(utf8_locale())
     env.update({
         "SERVER_SOFTWARE": SERVER_SOFTWARE,
         "GATEWAY_INTERFACE": GATEWAY_INTERFACE,

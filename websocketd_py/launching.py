@@ -11,6 +11,7 @@ platform-only call at import time.
 """
 
 import dataclasses
+import errno
 import ntpath
 import os
 import re
@@ -26,9 +27,9 @@ IS_MACOS = sys.platform == "darwin"
 if IS_WINDOWS:
     DEFAULT_PASSENV = ("PATH", "PATHEXT", "SYSTEMROOT", "COMSPEC", "WINDIR", "TEMP", "TMP")
 elif IS_MACOS:
-    DEFAULT_PASSENV = ("PATH", "DYLD_LIBRARY_PATH")
+    DEFAULT_PASSENV = ("PATH", "DYLD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE")
 else:
-    DEFAULT_PASSENV = ("PATH", "LD_LIBRARY_PATH")
+    DEFAULT_PASSENV = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE")
 
 #: Set for every child unless --passenv passes the server's own value. Windows: Python
 #: writes its pipes in the ANSI code page unless told to use UTF-8, which the server reads.
@@ -45,8 +46,22 @@ _BATCH_REFUSED = frozenset('"%\r\n\0')
 _BATCH_PLAIN = frozenset(string.ascii_letters + string.digits + "#$*+-./:?@\\_")
 
 
+#: What a client is told when a program cannot start and nothing more precise is known.
+CANNOT_START = "cannot start the program"
+#: A #! line: the interpreter (up to a blank), then its one optional argument.
+_SHEBANG = re.compile(rb"#![ \t]*([^ \t]*)[ \t]*(.*)", re.DOTALL)
+
+
 class LaunchError(ValueError):
-    """COMMAND exists but cannot be started on this OS: one line saying why and what to do."""
+    """A program cannot be started: one line saying why and what to do.
+
+    `reason` is the short form for the client (a close reason or an HTTP
+    error's text), without the program's path.
+    """
+
+    def __init__(self, message, reason=CANNOT_START):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +257,70 @@ def _batch_command_line(script, args, comspec):
 
 def _batch_word(arg):
     return arg if arg and _BATCH_PLAIN.issuperset(arg) else f'"{arg}"'
+
+
+def start_failure(path, error):
+    """The `LaunchError` for a program at `path` that the OS refused to start (`error`, the
+    OSError of Popen): what is wrong with it, if we can tell, and the fix."""
+    problem = script_problem(path)
+    if problem is None and not IS_WINDOWS and os.path.isfile(path):
+        if error.errno == errno.EACCES:
+            problem = ("the program is not executable", f"run chmod +x {path}")
+        elif error.errno == errno.ENOEXEC:
+            problem = ("the program has no #! line",
+                       f"make the first line of {path} name its interpreter, "
+                       "e.g. #!/usr/bin/env python3")
+    if problem is None:
+        return LaunchError(str(error))
+    what, fix = problem
+    return LaunchError(f"{what}; {fix}", reason=what)
+
+
+def client_reason(error):
+    """What a client is told about a program that could not start with `error`."""
+    return error.reason if isinstance(error, LaunchError) else CANNOT_START
+
+
+def script_problem(path, name=None):
+    """What in the #! line of the script at `path` keeps it from starting, as (what is wrong,
+    what to do, naming the script `name`, by default its path), or None if nothing does.
+
+    A #! line ending in \\r (the file was saved with Windows line endings)
+    makes the kernel look for `/bin/bash\\r`, or `env` for `python3\\r`; an
+    interpreter that is not there fails the same way. POSIX only: Windows
+    reads #! lines itself (`launch_argv`), blanks and \\r stripped.
+    """
+    if IS_WINDOWS:
+        return None
+    name = name or path
+    match = _SHEBANG.match(_read_first_line(path).rstrip(b"\n"))
+    if match is None:
+        return None
+    interpreter, argument = (os.fsdecode(part) for part in match.groups())
+    windows_line_ending = (argument or interpreter).endswith("\r")
+    missing, where = None, ""
+    if not os.access(interpreter, os.X_OK):
+        missing = interpreter
+    elif os.path.basename(interpreter) == "env":
+        words = [word for word in re.split(r"[ \t]+", argument) if word and word[0] != "-"]
+        if words and not (os.access(words[0], os.X_OK) if "/" in words[0]
+                          else shutil.which(words[0])):
+            missing, where = words[0], "" if "/" in words[0] else " on PATH"
+    if windows_line_ending:
+        fix = f"run dos2unix {name} (or set the editor to save with LF line endings)"
+        if missing is not None:
+            return (f"interpreter {printable(missing)} not found: "
+                    "the script has Windows line endings"), fix
+        return r"its #! line ends in \r: the script has Windows line endings", fix
+    if missing is not None:
+        return (f"interpreter {missing} not found{where}",
+                f"install it, or name another one on the #! line of {name}")
+    return None
+
+
+def printable(text):
+    """`text` with each unprintable character written as a Python escape (\\r, \\x00)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def child_process_options():

@@ -1,10 +1,12 @@
-"""Log lines in websocketd's format, so existing log tooling keeps working.
+"""The server's log: one line per event on stdout, by default in websocketd's format.
 
     Tue, 24 Nov 2026 16:58:12 +0000 | ACCESS | session    | url:'http://…' id:'17…' | CONNECT
 
-One line per event on stdout: time (RFC 1123 with numeric zone), level padded
-to 6, category padded to 10, ``key:'value'`` pairs, message. Lines are written
-whole under a lock, so threads never interleave them.
+websocketd's format (`WebsocketdFormat`), so existing log tooling keeps
+working: time (RFC 1123 with numeric zone), level padded to 6, category
+padded to 10, ``key:'value'`` pairs, message. --logformat=short gives lines
+for a person instead (`shortlog`). Lines are written whole under a lock, so
+threads never interleave them.
 """
 
 import sys
@@ -22,7 +24,7 @@ DEBUG, TRACE, ACCESS, INFO, ERROR, FATAL = LEVELS
 _ONE_LINE = str.maketrans({c: " " for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]})
 
 
-def _one_line(value):
+def one_line(value):
     """`value` as text with no line break or control character in it."""
     text = str(value)
     # Every character _ONE_LINE replaces is unprintable; the check is much faster.
@@ -32,33 +34,66 @@ def _one_line(value):
 def _field_value(value):
     """A field value that cannot end its quotes early: a key:'value' pair another field's
     text cannot forge (`\\` and `\'` escaped, control characters made spaces)."""
-    return _one_line(value).replace("\\", "\\\\").replace("'", "\\'")
+    return one_line(value).replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _timestamp():
     return time.strftime("%a, %d %b %Y %H:%M:%S %z", time.localtime())
 
 
-class Log:
-    """The server's log: a level threshold and a stream written line by line."""
+class WebsocketdFormat:
+    """websocketd's log line, and each stderr line logged as it is."""
 
-    def __init__(self, level="access", stream=None):
+    @staticmethod
+    def line(level, category, message, fields):
+        """The line of one entry (None would leave it out)."""
+        pairs = " ".join(f"{key}:'{_field_value(value)}'" for key, value in fields)
+        return (f"{_timestamp()} | {level.upper():<6} | {category:<10} | {pairs} | "
+                f"{one_line(message)}\n")
+
+    @staticmethod
+    def stderr_log(log):
+        """Where the lines of one program's stderr go (`StderrLog`), `log` being its context."""
+        return StderrLog(log)
+
+
+class StderrLog:
+    """The lines of one program's stderr, each an ERROR entry in category `stderr`."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def line(self, text):
+        self.log.error("stderr", text)
+
+    def end(self):
+        """stderr is closed: nothing more comes."""
+
+
+#: The default line format (it holds nothing: one serves every log).
+WEBSOCKETD_FORMAT = WebsocketdFormat()
+
+
+class Log:
+    """The server's log: a level threshold, a line format, and a stream written line by line."""
+
+    def __init__(self, level="access", stream=None, line_format=WEBSOCKETD_FORMAT):
         self.threshold = _RANK[level]
         self.stream = stream if stream is not None else sys.stdout
+        self.format = line_format
         self._lock = threading.Lock()
 
     def enabled(self, level):
         return _RANK[level] >= self.threshold
 
     def write(self, level, category, message, fields=()):
-        """Write one entry if `level` passes the threshold; `fields` is (key, value) pairs."""
+        """Write one entry if `level` passes the threshold (and the format shows it);
+        `fields` is (key, value) pairs."""
         if _RANK[level] < self.threshold:
             return
-        pairs = " ".join(f"{key}:'{_field_value(value)}'" for key, value in fields)
-        line = (
-            f"{_timestamp()} | {level.upper():<6} | {category:<10} | {pairs} | "
-            f"{_one_line(message)}\n"
-        )
+        line = self.format.line(level, category, message, fields)
+        if line is None:
+            return
         with self._lock:
             try:
                 self.stream.write(line)
@@ -83,6 +118,10 @@ class LogContext:
 
     def enabled(self, level):
         return self.log.enabled(level)
+
+    def stderr_log(self):
+        """Where the lines of this context's program's stderr go (a `StderrLog`)."""
+        return self.log.format.stderr_log(self)
 
     def write(self, level, category, message):
         self.log.write(level, category, message, self.fields)

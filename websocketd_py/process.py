@@ -28,7 +28,7 @@ _KILL_WAIT = 2.0
 
 
 class ProcessEndpoint:
-    """One running program. Raises OSError or `launching.LaunchError` when it cannot start.
+    """One running program. Raises `launching.LaunchError` when it cannot start, saying why.
 
     `framer` turns its stdout into frames for `output()` (see
     `framing.stdout_framer`); a CGI script's stdout is read as it is.
@@ -39,10 +39,15 @@ class ProcessEndpoint:
 
     def __init__(self, argv, env, closems=0, cwd=None, framer=None):
         with tuning.every_cpu():  # the server's threads may keep to one CPU; the child need not
-            self.popen = subprocess.Popen(
-                launching.launch_argv(argv),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, cwd=cwd, bufsize=0, close_fds=True, **launching.child_process_options())
+            try:
+                self.popen = subprocess.Popen(
+                    launching.launch_argv(argv),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    env=env, cwd=cwd, bufsize=0, close_fds=True,
+                    **launching.child_process_options())
+            except OSError as error:
+                raise launching.start_failure(argv[0], error) from error
+        self.program_path = argv[0]
         self.pid = self.popen.pid
         self.closems = closems
         proctree.prepare_stdin(self.popen.stdin.fileno())
@@ -198,7 +203,16 @@ class ProcessEndpoint:
         status = self.terminate()
         if status == 0:
             return protocol.NORMAL_CLOSURE, ""
-        return protocol.INTERNAL_ERROR, proctree.describe_exit(status)
+        return protocol.INTERNAL_ERROR, self.describe_exit(status)
+
+    def describe_exit(self, status):
+        """`exit status 3`, `killed by signal 9`; but exit status 127 with nothing printed
+        (`env` did not find the interpreter the #! line names) says what is wrong instead."""
+        if status == 127 and not self.printed:
+            problem = launching.script_problem(self.program_path)
+            if problem is not None:
+                return problem[0]
+        return proctree.describe_exit(status)
 
     def kill_group(self):
         """SIGKILL whatever is left in the group (stray grandchildren) once the session ends."""

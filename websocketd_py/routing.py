@@ -12,14 +12,15 @@ server the app is mounted in, see `api.WebSocketApp`):
    101 (`websocket.upgrade`), then the session (`session.Sessions.run`), which
    owns the slot from there; with --broadcast the session's program is a
    subscription to the endpoint's shared process (`broadcast`);
-5. plain HTTP: the dev console, a CGI script, a static file, or an error.
+5. plain HTTP: the dev console (with --dir, a directory's list of programs),
+   a CGI script, a static file, or an error.
 """
 
 import time
 
 from werkzeug.wrappers import Response
 
-from . import auth, broadcast, environment, framing, handshake, status, websocket
+from . import auth, broadcast, dirindex, environment, framing, handshake, status, websocket
 from .decoding import request_target
 from .endpoints import Endpoint, endpoint_for
 from .process import ProcessEndpoint
@@ -107,11 +108,14 @@ class WebsocketdApp:
         return status.response(report)(environ, start_response)
 
     def plain_http(self, environ, start_response, endpoint):
-        """Dev console, else a CGI script, else a static file, else a short error."""
-        if endpoint is not None and self.devconsole_page is not None:
-            response = Response(self.devconsole_page, mimetype="text/html",
-                                headers=[("Cache-Control", "no-store")])
-            return response(environ, start_response)
+        """Dev console (or with --dir a directory's page), else a CGI script, else a static
+        file, else a short error."""
+        if self.devconsole_page is not None:
+            page = self.devconsole_page if endpoint is not None else self.directory_page(environ)
+            if page is not None:
+                response = Response(page, mimetype="text/html",
+                                    headers=[("Cache-Control", "no-store")])
+                return response(environ, start_response)
         if self.cgi_scripts is not None:
             script = self.cgi_scripts.script_for(environ)
             if script is not None:
@@ -123,6 +127,12 @@ class WebsocketdApp:
                                "with a WebSocket client (ws:// URL), or start websocketd-py "
                                "with --devconsole to get a test page here")
         raise Refused(404, NOT_FOUND)
+
+    def directory_page(self, environ):
+        """--dir with --devconsole: a GET of a directory lists its programs (`dirindex`)."""
+        if not self.config.dir or environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            return None
+        return dirindex.page(self.config.dir, request_target(environ))
 
     # -- the WebSocket path --------------------------------------------------------
 

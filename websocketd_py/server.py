@@ -718,10 +718,18 @@ class WebsocketdServer:
         self._stopped.set()
 
 
+def make_log(config):
+    """The server's log, at --loglevel, in the --logformat."""
+    if config.logformat == "short":
+        from .shortlog import ShortFormat
+        return Log(config.loglevel, line_format=ShortFormat(config.dir or config.cgidir))
+    return Log(config.loglevel)
+
+
 def make_server(config, log=None, timings=Timings()):
     """A `WebsocketdServer` for a validated `Config`, its listeners open; ListenError if one
     cannot be. `timings` (`session.Timings`) are for tests that need shorter waits."""
-    log = log or Log(config.loglevel)
+    log = log or make_log(config)
     app = build_app(config, log, timings)
     try:
         listeners = open_listeners(config, app, log)

@@ -33,6 +33,7 @@ import dataclasses
 import threading
 
 from . import proctree, protocol
+from .launching import client_reason
 from .process import ExitWatch
 from .registry import Running
 from .stderr import StderrFollowers
@@ -80,7 +81,7 @@ class Sessions:
                 program = start_program()
             except (OSError, ValueError) as error:
                 log.error("process", f"cannot start {command}: {error}")
-                client.close(protocol.INTERNAL_ERROR, "cannot start the program")
+                client.close(protocol.INTERNAL_ERROR, client_reason(error))
                 return
             if program.pid is not None:
                 log = log.with_fields(pid=program.pid)
@@ -166,7 +167,7 @@ class Session:
             self._sessions.exit_watch.discard(program)
         status = program.terminate()
         if program.popen is not None:
-            self.exit_words = proctree.describe_exit(status)
+            self.exit_words = program.describe_exit(status)
         stderr_done = True
         if self._stderr is not None:
             grace = self._timings.orphan_pipe_grace

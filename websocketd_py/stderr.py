@@ -28,17 +28,20 @@ CAN_SHARE = selectors.DefaultSelector.__name__ in _POLLABLE_SELECTORS
 
 
 class StderrLines:
-    """stderr bytes → one log line per line; a line over 64 KiB is cut there."""
+    """stderr bytes → lines for the log (`log.StderrLog`); a line over 64 KiB is cut there."""
 
     def __init__(self, log):
         self.log = log
         self.pending = b""
+        self._logged = log.stderr_log()  # a line each, or with --logformat=short summed up
 
     def feed(self, chunk):
         """Log the complete lines of `chunk`; an empty chunk is EOF (the rest is logged)."""
         lines, self.pending = framing.split_lines(self.pending, chunk)
         for line in lines:
-            self.log.error("stderr", line.decode("utf-8", "replace"))
+            self._logged.line(line.decode("utf-8", "replace"))
+        if not chunk:
+            self._logged.end()
 
 
 class StderrFollowers:
