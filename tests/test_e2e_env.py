@@ -89,6 +89,8 @@ def test_unique_id_differs_between_connections_and_matches_the_log(server):
     first, _, _ = env_over_websockets(srv)
     second, _, _ = env_over_websockets(srv)
     assert first["UNIQUE_ID"] != second["UNIQUE_ID"]
+    counters = [int(env["UNIQUE_ID"][-4:]) for env in (first, second)]
+    assert counters[1] == (counters[0] + 1) % 10000  # one id per connection, none wasted
     for env in (first, second):
         srv.wait_log(rf"id:'{env['UNIQUE_ID']}'.*\| CONNECT$")
 

@@ -80,10 +80,12 @@ def request_facts(environ, endpoint, reverse_lookup, headers=None, **more):
         remote_port=environ.get("REMOTE_PORT", 0),
         remote_host=remote_host(remote_addr, reverse_lookup),
         script_name=endpoint.script_name, path_info=endpoint.path_info, path=target.path,
-        query_string=target.query, request_uri=target.uri, unique_id=unique_id(),
+        query_string=target.query, request_uri=target.uri,
         headers=tuple(headers), remote_user=environ.get("REMOTE_USER", ""),
         auth_type=environ.get("AUTH_TYPE", ""))
     facts.update(more)
+    if "unique_id" not in facts:  # a session brings the id it logs with; a CGI request does not
+        facts["unique_id"] = unique_id()
     return EndpointRequest(**facts)
 
 
