@@ -16,6 +16,7 @@ import time
 import pytest
 
 import websocketd_py
+from certificates import Authority
 from helpers import children_of, rss_kib, wait_for
 
 UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -27,18 +28,26 @@ BIG_HEADER = "X-Big-{}: " + "b" * (60_000 - 12) + "\r\n"
 
 @pytest.fixture
 def quick_server():
-    """A server in this process whose request heads are due 1 s after accept
-    (`Listener.head_timeout`), serving in a thread; shut down at teardown."""
-    server = websocketd_py.make_server("cat", port=0, address="127.0.0.1", loglevel="none")
-    for listener in server.listeners:
-        listener.head_timeout = 1.0
-    serving = threading.Thread(target=server.serve_forever, name="quick-server")
-    serving.start()
-    server.port = server.listeners[0].port
-    yield server
-    server.shutdown()
-    serving.join(10)
-    assert not serving.is_alive()
+    """`quick_server(**options)`: a server in this process whose request heads are due 1 s
+    after accept (`Listener.head_timeout`), serving in a thread; shut down at teardown."""
+    started = []
+
+    def start(**options):
+        server = websocketd_py.make_server("cat", port=0, address="127.0.0.1", loglevel="none",
+                                           **options)
+        for listener in server.listeners:
+            listener.head_timeout = 1.0
+        serving = threading.Thread(target=server.serve_forever, name="quick-server")
+        serving.start()
+        started.append((server, serving))
+        server.port = server.listeners[0].port
+        return server
+
+    yield start
+    for server, serving in started:
+        server.shutdown()
+        serving.join(10)
+        assert not serving.is_alive()
 
 
 def read_all(sock):
@@ -67,6 +76,8 @@ def trickle_until_closed(sock, data, every):
     return time.monotonic() - began, received
 
 
+#: The start of a TLS ClientHello (a handshake record of 512 bytes), never finished.
+CLIENT_HELLO_START = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 100
 #: A request head that never ends, to send one byte at a time.
 TRICKLED = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"s" * 400
 
@@ -76,6 +87,7 @@ def connect(port):
 
 
 def test_a_trickled_request_is_closed_at_the_deadline(quick_server):
+    quick_server = quick_server()
     with connect(quick_server.port) as sock:
         seconds, received = trickle_until_closed(sock, TRICKLED, every=0.1)
     assert 0.9 < seconds < 2.5
@@ -83,6 +95,7 @@ def test_a_trickled_request_is_closed_at_the_deadline(quick_server):
 
 
 def test_the_deadline_runs_from_accept_not_from_the_first_byte(quick_server):
+    quick_server = quick_server()
     with connect(quick_server.port) as sock:
         time.sleep(0.8)  # silent (in the waiting room) for most of the time allowed
         seconds, received = trickle_until_closed(sock, TRICKLED, every=0.05)
@@ -91,6 +104,7 @@ def test_the_deadline_runs_from_accept_not_from_the_first_byte(quick_server):
 
 
 def test_a_silent_connection_is_closed_at_the_same_deadline(quick_server):
+    quick_server = quick_server()
     with connect(quick_server.port) as sock:
         began = time.monotonic()
         assert read_all(sock) == b""
@@ -98,11 +112,21 @@ def test_a_silent_connection_is_closed_at_the_same_deadline(quick_server):
 
 
 def test_a_request_sent_in_time_is_served(quick_server):
+    quick_server = quick_server()
     with connect(quick_server.port) as sock:
         for piece in (b"GET / HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"\r\n"):
             sock.sendall(piece)
             time.sleep(0.2)
         assert read_all(sock).startswith(b"HTTP/1.1 404")
+
+
+def test_a_tls_handshake_counts_against_the_deadline(quick_server, tmp_path):
+    cert, key = Authority(tmp_path).issue("server", "localhost")
+    quick_server = quick_server(ssl=True, sslcert=str(cert), sslkey=str(key))
+    with connect(quick_server.port) as sock:
+        seconds, received = trickle_until_closed(sock, CLIENT_HELLO_START, every=0.1)
+    assert 0.9 < seconds < 2.5
+    assert received == b""
 
 
 @pytest.mark.slow

@@ -563,7 +563,8 @@ class Listener(ThreadedWSGIServer):
         if self.tls_context is None:
             self.RequestHandlerClass(request, client_address, self, head_deadline)
             return
-        secured = tls.handshake(request, self.tls_context, self.server_log, client_address[0])
+        secured = tls.handshake(request, self.tls_context, self.server_log, client_address[0],
+                                head_deadline)
         if secured is not None:
             try:
                 self.RequestHandlerClass(secured, client_address, self, head_deadline)
