@@ -6,9 +6,10 @@ with --redirport one more per address, and one on --unixsocket. The handler
 subclass changes what werkzeug's development server does by default: no
 banner, websocketd-format access lines, no tracebacks on stderr, one deadline
 and one size limit for the request line and headers, and no HTTP response
-after a WebSocket session (see `websocket.ConnectionTakenOver`). With --ssl each connection's TLS handshake runs
-in its own thread (see `tls`). A connection gets that thread only once it has
-sent something: until then it sits in the listener's `WaitingRoom`.
+after a WebSocket session (see `websocket.ConnectionTakenOver`). With --ssl
+each connection's TLS handshake runs in its own thread (see `tls`). A
+connection gets that thread only once it has sent something: until then it
+sits in the listener's `WaitingRoom`.
 """
 
 import collections
@@ -188,7 +189,7 @@ class RequestFile:
     sends a byte now and then would never run out of time, and 100 header
     lines of 64 KiB are 6.4 MB held per connection. Until `head_read()`, each
     read from the socket here waits only until `head_deadline` (then
-    socket.timeout), and the bytes read pass HEAD_BYTES in all only with
+    socket.timeout), and reading more than HEAD_BYTES in all raises
     RequestHeadTooLarge.
 
     After every response werkzeug reads what the client still sends, up to
