@@ -88,16 +88,16 @@ def connect(port):
 
 
 def test_a_trickled_request_is_closed_at_the_deadline(quick_server):
-    quick_server = quick_server()
-    with connect(quick_server.port) as sock:
+    srv = quick_server()
+    with connect(srv.port) as sock:
         seconds, received = trickle_until_closed(sock, TRICKLED, every=0.1)
     assert 0.9 < seconds < 2.5
     assert received == b""  # closed without an answer, as Go's server does
 
 
 def test_the_deadline_runs_from_accept_not_from_the_first_byte(quick_server):
-    quick_server = quick_server(head_timeout=2.0)
-    with connect(quick_server.port) as sock:
+    srv = quick_server(head_timeout=2.0)
+    with connect(srv.port) as sock:
         time.sleep(1.6)  # silent (in the waiting room) for most of the time allowed
         seconds, received = trickle_until_closed(sock, TRICKLED, every=0.05)
     assert seconds < 1.2  # what was left of the 2 s (0.4 s), not 2 s more
@@ -105,16 +105,16 @@ def test_the_deadline_runs_from_accept_not_from_the_first_byte(quick_server):
 
 
 def test_a_silent_connection_is_closed_at_the_same_deadline(quick_server):
-    quick_server = quick_server()
-    with connect(quick_server.port) as sock:
+    srv = quick_server()
+    with connect(srv.port) as sock:
         began = time.monotonic()
         assert read_all(sock) == b""
         assert 0.9 < time.monotonic() - began < 2.5
 
 
 def test_a_request_sent_in_time_is_served(quick_server):
-    quick_server = quick_server()
-    with connect(quick_server.port) as sock:
+    srv = quick_server()
+    with connect(srv.port) as sock:
         for piece in (b"GET / HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"\r\n"):
             sock.sendall(piece)
             time.sleep(0.2)
@@ -123,8 +123,8 @@ def test_a_request_sent_in_time_is_served(quick_server):
 
 def test_a_tls_handshake_counts_against_the_deadline(quick_server, tmp_path):
     cert, key = Authority(tmp_path).issue("server", "localhost")
-    quick_server = quick_server(ssl=True, sslcert=str(cert), sslkey=str(key))
-    with connect(quick_server.port) as sock:
+    srv = quick_server(ssl=True, sslcert=str(cert), sslkey=str(key))
+    with connect(srv.port) as sock:
         seconds, received = trickle_until_closed(sock, CLIENT_HELLO_START, every=0.1)
     assert 0.9 < seconds < 2.5
     assert received == b""
