@@ -81,11 +81,22 @@ def send(port, target, upgrade=False):
     return status, response
 
 
+def location_of(response):
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    [location] = [line.split(": ", 1)[1] for line in head.split("\r\n")
+                  if line.lower().startswith("location: ")]
+    return location
+
+
 def leaks(srv, targets, upgrade=False):
-    """The targets that were not refused or whose response holds the secret."""
+    """The targets that were not refused or whose response holds the secret; a plain
+    request's 301 to the cleaned path (a path with dot segments) is followed, as a
+    browser would."""
     found = []
     for target in targets:
         status, response = send(srv.port, target, upgrade)
+        if status == 301 and not upgrade:
+            status, response = send(srv.port, location_of(response))
         if status not in REFUSALS or SECRET.encode() in response:
             found.append((target[:80], status, response[:200]))
     return found

@@ -202,17 +202,20 @@ def test_silent_connections_on_a_tls_port_cost_no_thread(server, tmp_path):
 
 
 class Lobby:
-    """A WaitingRoom in this process (0.3 s timeout), a listening socket, what was handed over."""
+    """A WaitingRoom in this process (deadlines 0.3 s after admission), a listening socket,
+    what was handed over."""
 
     def __init__(self):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.handed = []
         self.handed_by = []  # the thread that handed each one over
+        self.deadlines = []  # the deadline each one was admitted with, and handed over with
         self.arrived = threading.Event()
-        self.room = WaitingRoom(self._hand_over, timeout=0.3)
+        self.room = WaitingRoom(self._hand_over)
 
-    def _hand_over(self, sock, address):
+    def _hand_over(self, sock, address, deadline):
         self.handed.append(sock)
+        self.deadlines.append(deadline)
         self.handed_by.append(threading.current_thread())
         self.arrived.set()
 
@@ -224,7 +227,9 @@ class Lobby:
         if before_admit is not None:
             before_admit(client)
             assert select.select([server_side], [], [], 5)[0]
-        self.room.admit(server_side, address)
+        deadline = time.monotonic() + 0.3
+        self.deadlines.append(deadline)
+        self.room.admit(server_side, address, deadline)
         return client, server_side
 
     def close(self):
@@ -249,6 +254,8 @@ def test_waiting_room_hands_over_a_speaking_connection_with_its_bytes_unread(lob
         [sock] = lobby.handed
         assert sock.gettimeout() is None  # blocking again, as werkzeug expects
         assert sock.recv(100) == b"GET / HTTP/1.1\r\n"
+        admitted, handed = lobby.deadlines
+        assert handed == admitted  # the request head's deadline runs on from accept
 
 
 def test_a_connection_that_has_spoken_already_skips_the_room(lobby):

@@ -10,7 +10,10 @@ environment variable. So a raw `/café` and `/caf%C3%A9` both give the path
 """
 
 import dataclasses
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+#: Printable ASCII, which a header value (a Location) keeps as sent.
+_PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
 def as_sent(latin1_text):
@@ -32,6 +35,12 @@ def percent_decoded(raw):
         "utf-8", "surrogateescape")
 
 
+def ascii_only(text):
+    """Text in this module's convention (a request target) with every byte that is not
+    printable ASCII %-encoded, for a header: `/café` becomes `/caf%C3%A9`."""
+    return quote(text.encode("utf-8", "surrogateescape"), safe=_PRINTABLE_ASCII)
+
+
 @dataclasses.dataclass(frozen=True)
 class RequestTarget:
     """The request target as sent, in origin form (`GET http://h/p?q` gives `/p?q`)."""
@@ -50,7 +59,7 @@ def request_target(environ):
     """The `RequestTarget` of a request from werkzeug's server (REQUEST_URI undone once)."""
     sent = environ.get("REQUEST_URI") or "/"
     target = as_sent(as_sent(sent))
-    if "://" in target.split("?", 1)[0]:
+    if not target.startswith("/") and "://" in target.split("?", 1)[0]:  # absolute form
         parts = urlsplit(target)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     raw_path, _, query = target.partition("?")

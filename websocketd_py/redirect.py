@@ -9,16 +9,13 @@ name, or the address the client connected to when there is no usable one.
 
 import ipaddress
 import re
-from urllib.parse import quote
 
 from werkzeug.wrappers import Response
 
-from .decoding import request_target
+from .decoding import ascii_only, request_target
 
 _HOST_NAME = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d*)?\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Printable ASCII is kept as sent; other bytes (non-ASCII sent raw) are %-encoded.
-_KEEP_VERBATIM = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
 class RedirectApp:
@@ -41,7 +38,7 @@ def location(scheme, port, host_header, local_address, target):
     """The redirect URL for a request with this Host header and (origin-form) request target."""
     host = _host_from_header(host_header) or _host_from_address(local_address)
     netloc = host if port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    return f"{scheme}://{netloc}{_percent_encoded(target)}"
+    return f"{scheme}://{netloc}{ascii_only(target)}"
 
 
 def _host_from_header(host_header):
@@ -58,7 +55,3 @@ def _host_from_address(address):
         return str(ip.ipv4_mapped)
     return f"[{ip}]" if ip.version == 6 else str(ip)
 
-
-def _percent_encoded(target):
-    """The target (`decoding`'s text) with every byte that is not printable ASCII %-encoded."""
-    return quote(target.encode("utf-8", "surrogateescape"), safe=_KEEP_VERBATIM)

@@ -1,4 +1,4 @@
-"""`Refused`: a request answered with an HTTP error and one line of text instead of what it asked."""
+"""`Refused`: a request answered with an HTTP error or a redirect, and one line of text."""
 
 from werkzeug.wrappers import Response
 

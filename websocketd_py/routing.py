@@ -3,6 +3,8 @@
 Every request comes here from the `server` handler (or from a werkzeug
 server the app is mounted in, see `api.WebSocketApp`):
 
+0. a path with dot segments or "//": a 301 to the cleaned path (400 for an
+   upgrade), and a ".." that %-decoding makes: 404 (`cleanpath`);
 1. --basic-auth: valid credentials, or 401;
 2. --status-path: a plain GET there gets the status report;
 3. the endpoint of the path (`endpoints`): COMMAND, or a --dir script (403
@@ -20,7 +22,8 @@ import time
 
 from werkzeug.wrappers import Response
 
-from . import auth, broadcast, dirindex, environment, framing, handshake, status, websocket
+from . import (auth, broadcast, cleanpath, dirindex, environment, framing, handshake, status,
+               websocket)
 from .decoding import request_target
 from .endpoints import Endpoint, endpoint_for
 from .process import ProcessEndpoint
@@ -69,9 +72,10 @@ class WebsocketdApp:
         start_response = self._with_headers(start_response)
         upgrade = handshake.is_upgrade(environ)
         try:
+            target = request_target(environ)
+            cleanpath.require_clean(target, upgrade)
             if self.basic_auth is not None:
                 self.authenticate(environ)
-            target = request_target(environ)
             if self.is_status_request(upgrade, target):
                 return self.status(environ, start_response)
             endpoint = endpoint_for(self.config, target)

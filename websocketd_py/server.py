@@ -4,11 +4,12 @@ One werkzeug threaded server (`Listener`) per --address, on a socket bound
 here (so a busy port is one clear line, and Windows refuses to share it);
 with --redirport one more per address, and one on --unixsocket. The handler
 subclass changes what werkzeug's development server does by default: no
-banner, websocketd-format access lines, no tracebacks on stderr, a time limit
-for reading the request, and no HTTP response after a WebSocket session (see
-`app.ConnectionTakenOver`). With --ssl each connection's TLS handshake runs
-in its own thread (see `tls`). A connection gets that thread only once it has
-sent something: until then it sits in the listener's `WaitingRoom`.
+banner, websocketd-format access lines, no tracebacks on stderr, one deadline
+and one size limit for the request line and headers, and no HTTP response
+after a WebSocket session (see `websocket.ConnectionTakenOver`). With --ssl
+each connection's TLS handshake runs in its own thread (see `tls`). A
+connection gets that thread only once it has sent something: until then it
+sits in the listener's `WaitingRoom`.
 """
 
 import collections
@@ -18,20 +19,25 @@ import socket
 import sys
 import threading
 import time
+from urllib.parse import urlsplit
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from . import __version__, auth, environment, listening, tls, unixsocket
+from .decoding import as_wsgi
 from .log import Log
 from .redirect import RedirectApp
 from .routing import WebsocketdApp
 from .session import Timings
 from .websocket import TAKEN_OVER_ENDS_CONNECTION
 
-#: Seconds a client has to send its request line and headers, once it has sent a first byte.
-REQUEST_TIMEOUT = 30
-#: Seconds an accepted connection may stay silent (no request, no TLS hello) before it is closed.
-FIRST_BYTE_TIMEOUT = 10
+#: Seconds from accept a client has to send its request line and headers, a TLS handshake
+#: included (websocketd's development line: 10 s); then the connection is closed.
+HEAD_TIMEOUT = 10
+#: Most bytes the request line and headers may take in all (websocketd: Go's 1 MiB); more: 431.
+HEAD_BYTES = 1024 * 1024
+#: Seconds a request body (a CGI POST) may pause between reads, and a response between writes.
+BODY_TIMEOUT = 30
 #: Most connections a waiting room watches with select() (Windows: 512 sockets per call);
 #: past that, connections get their thread at once, as werkzeug would give it.
 SELECT_CAPACITY = 500
@@ -52,34 +58,57 @@ DRAIN_BYTES = 256 * 1024
 REQUEST_FILE = "websocketd_py.request_file"
 #: Control characters, which Go refuses in a request target.
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
+#: The start of an absolute-form request target (`http://host/path`).
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class RequestHandler(WSGIRequestHandler):
-    """werkzeug's handler, quiet, with websocketd-format logs."""
+    """werkzeug's handler, quiet, with websocketd-format logs.
 
-    timeout = REQUEST_TIMEOUT
+    The request line and headers must have arrived by `head_deadline` (a
+    `time.monotonic()` value; the listener sets it HEAD_TIMEOUT after accept)
+    and take HEAD_BYTES at most (`RequestFile`).
+    """
+
+    timeout = BODY_TIMEOUT
     # http.server's default, HTTP/0.9, answers an unparsable request line with a bare body;
     # as in websocketd, it gets a real "HTTP/1.1 400 Bad Request".
     default_request_version = "HTTP/1.1"
+
+    def __init__(self, request, client_address, server, head_deadline):
+        self.head_deadline = head_deadline
+        super().__init__(request, client_address, server)  # which handles the request
 
     def version_string(self):
         return f"websocketd-py/{__version__}"
 
     def setup(self):
         super().setup()
-        self.rfile = RequestFile(self.rfile)
+        self.rfile = RequestFile(self.rfile, self.connection, self.head_deadline)
 
     def parse_request(self):
-        """http.server's parsing, refusing with 400 what it lets through and Go's net/http
-        (so websocketd) does not: a control character in the request target, a
+        """http.server's parsing, refusing what it lets through and Go's net/http (so
+        websocketd) does not: with 431 a request line and headers over HEAD_BYTES;
+        with 400 a control character in the request target, a target that is
+        neither a path nor an absolute URL (or one werkzeug cannot split), a
         header line without a colon (http.server silently drops the headers
         after it) or without a name. (Header values are the app's business:
         folds are joined, control characters become spaces.)
         """
-        if not super().parse_request():
+        try:
+            parsed = super().parse_request()
+        except RequestHeadTooLarge:
+            self.rfile.head_read()
+            self.send_error(431, "Request Header Fields Too Large: the request line and "
+                                 f"headers take more than {HEAD_BYTES >> 20} MiB")
             return False
-        if _CONTROL.search(self.path):
-            self.send_error(400, "Bad Request: control character in the request target")
+        self.rfile.head_read()
+        if not parsed:
+            return False
+        self.target_as_sent = self.requestline.split()[1]  # http.server cuts "//" to "/"
+        problem = _target_problem(self.path)
+        if problem is not None:
+            self.send_error(400, f"Bad Request: {problem}")
             return False
         problem = _header_problem(self.headers)
         if problem is not None:
@@ -92,6 +121,8 @@ class RequestHandler(WSGIRequestHandler):
 
     def make_environ(self):
         environ = super().make_environ()
+        if self.target_as_sent != self.path:  # a leading "//": `cleanpath` answers it
+            environ["REQUEST_URI"] = environ["RAW_URI"] = as_wsgi(self.target_as_sent)
         if self.server.tls_context is not None:  # werkzeug only knows its own ssl_context
             environ["wsgi.url_scheme"] = "https"
         # The headers as received (order, repeats), for the process environment.
@@ -153,8 +184,21 @@ class RequestHandler(WSGIRequestHandler):
             del self.end_headers
 
 
+class RequestHeadTooLarge(Exception):
+    """The request line and headers went past HEAD_BYTES."""
+
+
 class RequestFile:
-    """The connection's read stream, which werkzeug cannot drain without bound.
+    """The connection's read stream: the request head read within its deadline and size,
+    and what follows the response drained within a bound.
+
+    http.server reads the request line and headers with `readline`, and each
+    read from the socket may wait the socket's whole timeout: a client that
+    sends a byte now and then would never run out of time, and 100 header
+    lines of 64 KiB are 6.4 MB held per connection. Until `head_read()`, each
+    read from the socket here waits only until `head_deadline` (then
+    socket.timeout), and reading more than HEAD_BYTES in all raises
+    RequestHeadTooLarge.
 
     After every response werkzeug reads what the client still sends, up to
     10 MB a read and for as long as it comes: a client that sends a large
@@ -165,10 +209,43 @@ class RequestFile:
     its selector open until garbage collection).
     """
 
-    def __init__(self, stream):
-        self._stream = stream
+    def __init__(self, stream, sock, head_deadline):
+        self._stream = stream  # a BufferedReader: peek() reads the socket once at most
+        self._sock = sock
+        self._timeout = sock.gettimeout()  # the socket's own, again after the head
+        self._head_deadline = head_deadline
+        self._head_bytes = 0
         self.response_sent = False
         self._drained = 0
+
+    def readline(self, limit=-1):
+        """One line (at most `limit` bytes); while the head is read, within its deadline."""
+        if self._head_deadline is None:
+            return self._stream.readline(limit)
+        line = bytearray()
+        while not line.endswith(b"\n") and (limit < 0 or len(line) < limit):
+            remaining = self._head_deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("the request line and headers took too long")
+            self._sock.settimeout(remaining)
+            buffered = self._stream.peek(1)
+            if not buffered:
+                break  # end of stream
+            if limit >= 0:
+                buffered = buffered[:limit - len(line)]
+            end = buffered.find(b"\n")
+            taken = self._stream.read(end + 1 if end >= 0 else len(buffered))
+            line += taken
+            self._head_bytes += len(taken)
+            if self._head_bytes > HEAD_BYTES:
+                raise RequestHeadTooLarge()
+        return bytes(line)
+
+    def head_read(self):
+        """The request head is read: reads wait the socket's own timeout again."""
+        if self._head_deadline is not None:
+            self._head_deadline = None
+            self._sock.settimeout(self._timeout)
 
     def read(self, size=-1):
         if not self.response_sent:
@@ -213,6 +290,21 @@ class _Response:
             self._body.close()
 
 
+def _target_problem(target):
+    """What Go's net/http refuses in a request target that http.server lets through, or
+    None: a control character, a target that is neither a path nor an absolute URL,
+    one that cannot be split (werkzeug's `urlsplit` would fail with a traceback)."""
+    if _CONTROL.search(target):
+        return "control character in the request target"
+    if not (target.startswith("/") or _ABSOLUTE_FORM.match(target)):
+        return "the request target is neither a path nor an absolute URL"
+    try:
+        urlsplit(target)
+    except ValueError as error:
+        return f"malformed request target ({error})"
+    return None
+
+
 def _header_problem(headers):
     """What Go's net/http refuses in headers that http.server lets through, or None: a
     Host that is not host[:port], more than one Host, Content-Length headers that
@@ -238,35 +330,36 @@ def _malformed(headers):
 class WaitingRoom:
     """Accepted connections that have not sent anything yet, all watched by one thread.
 
-    werkzeug gives each accepted connection a thread that waits up to
-    REQUEST_TIMEOUT for the request: 10,000 clients that connect and say
-    nothing would hold 10,000 threads. In the waiting room such a connection
-    costs one file descriptor. When its first bytes arrive (a request line, or
-    a TLS ClientHello: the handshake still runs in the connection's thread),
-    `hand_over(sock, address)` gives it its thread; a connection its client
-    closed before saying anything is closed here, without one; a connection
-    silent for `timeout` seconds is closed. `close()` (shutdown) closes every
-    connection still waiting.
+    werkzeug gives each accepted connection a thread that waits for the
+    request: 10,000 clients that connect and say nothing would hold 10,000
+    threads. In the waiting room such a connection costs one file descriptor.
+    Each comes with the deadline of its request head. When its first bytes
+    arrive (a request line, or a TLS ClientHello: the handshake still runs in
+    the connection's thread), `hand_over(sock, address, deadline)` gives it its
+    thread; a connection its client closed before saying anything is closed
+    here, without one; a connection still silent at its deadline is closed.
+    `close()` (shutdown) closes every connection still waiting.
     """
 
-    def __init__(self, hand_over, timeout=FIRST_BYTE_TIMEOUT):
+    def __init__(self, hand_over):
         self._hand_over = hand_over
-        self._timeout = timeout
         self._selector = selectors.DefaultSelector()
         self._waker, self._wake_up = socket.socketpair()  # admit() and close() write one byte
         for end in (self._waker, self._wake_up):
             end.setblocking(False)
         self._selector.register(self._wake_up, selectors.EVENT_READ)
         self._lock = threading.Lock()             # admit() against the end of close()
-        self._arrivals = collections.deque()      # (sock, address), for the room's thread
-        self._waiting = {}                        # sock -> address
-        self._deadlines = collections.deque()     # (deadline, sock), oldest first
+        self._arrivals = collections.deque()      # (sock, address, deadline), for the room
+        self._waiting = {}                        # sock -> (address, deadline)
+        self._deadlines = collections.deque()     # (deadline, sock), in the order admitted
         self._closed = False
         self._thread = threading.Thread(target=self._watch, name="waiting-room", daemon=True)
         self._thread.start()
 
-    def admit(self, sock, address):
-        """Take a freshly accepted connection (from the listener's thread).
+    def admit(self, sock, address, deadline):
+        """Take a freshly accepted connection (from the listener's thread), whose request
+        head must have arrived by `deadline` (`time.monotonic()`; later than the
+        deadlines of the connections admitted before).
 
         One that has spoken already (a client sends its request right after
         connecting; by the time it is accepted, the request is often in) gets
@@ -284,14 +377,14 @@ class WaitingRoom:
             return
         first = _peek_now(sock)
         if first:
-            self._leave(sock, address)
+            self._leave(sock, address, deadline)
             return
         if first == b"":
             sock.close()
             return
         with self._lock:
             if not self._closed:
-                self._arrivals.append((sock, address))
+                self._arrivals.append((sock, address, deadline))
                 self._wake()
                 return
         sock.close()
@@ -335,18 +428,17 @@ class WaitingRoom:
             pass
 
     def _seat_arrivals(self):
-        deadline = time.monotonic() + self._timeout
         while self._arrivals:
-            sock, address = self._arrivals.popleft()
+            sock, address, deadline = self._arrivals.popleft()
             if self._full():
-                self._leave(sock, address)
+                self._leave(sock, address, deadline)
                 continue
             try:
                 self._selector.register(sock, selectors.EVENT_READ)  # non-blocking: `admit`
             except (OSError, ValueError):  # closed meanwhile, or not selectable here
                 sock.close()
                 continue
-            self._waiting[sock] = address
+            self._waiting[sock] = (address, deadline)
             self._deadlines.append((deadline, sock))
 
     def _full(self):
@@ -358,18 +450,18 @@ class WaitingRoom:
         first = _peek_now(sock)
         if first is None:
             return  # not readable after all: keep waiting
-        address = self._waiting.pop(sock)
+        address, deadline = self._waiting.pop(sock)
         self._selector.unregister(sock)
         if first:
-            self._leave(sock, address)
+            self._leave(sock, address, deadline)
         else:
             sock.close()
 
-    def _leave(self, sock, address):
+    def _leave(self, sock, address, deadline):
         """Give the connection its thread; it is read in the usual blocking way from now on."""
         try:
             sock.setblocking(True)
-            self._hand_over(sock, address)
+            self._hand_over(sock, address, deadline)
         except Exception:  # e.g. no thread can be started: drop this one connection
             sock.close()
 
@@ -390,7 +482,7 @@ class WaitingRoom:
         with self._lock:
             self._closed = True
             arrivals, self._arrivals = self._arrivals, collections.deque()
-        for sock, _ in arrivals:
+        for sock, _, _ in arrivals:
             sock.close()
         for sock in self._waiting:
             sock.close()
@@ -416,8 +508,10 @@ class Listener(ThreadedWSGIServer):
     """werkzeug's threaded server on a socket bound by websocketd-py.
 
     An accepted connection waits in the `WaitingRoom` until it sends its first
-    bytes; only then does it get werkzeug's thread. When accept() fails for
-    lack of file descriptors, the loop pauses (`listening.AcceptPause`).
+    bytes; only then does it get werkzeug's thread. Its request line and
+    headers must have arrived `head_timeout` seconds after accept. When
+    accept() fails for lack of file descriptors, the loop pauses
+    (`listening.AcceptPause`).
     With `tls_context`, the TLS handshake runs in `finish_request`, in the
     connection's own thread, and not inside accept() as werkzeug's own
     `ssl_context` would run it (there one silent client stalls everyone).
@@ -425,6 +519,7 @@ class Listener(ThreadedWSGIServer):
 
     unix_file = None  # (path, inode) of a --unixsocket file, removed at close
     waiting_room = None  # none yet while werkzeug's __init__ calls server_close()
+    head_timeout = HEAD_TIMEOUT
 
     def __init__(self, sock, app, threads, log, shown_host, tls_context=None, unix_file=None):
         host = f"unix://{unix_file[0]}" if unix_file else sock.getsockname()[0]
@@ -473,24 +568,35 @@ class Listener(ThreadedWSGIServer):
         """A new connection waits in the waiting room; its thread starts when it speaks."""
         if request.family in (socket.AF_INET, socket.AF_INET6):
             _keep_alive(request)
-        self.waiting_room.admit(request, client_address)
+        self.waiting_room.admit(request, client_address, time.monotonic() + self.head_timeout)
 
-    def _start_handler(self, request, client_address):
+    def _start_handler(self, request, client_address, head_deadline):
         """werkzeug's thread for one connection (socketserver's `process_request`), from
         the app's pool: reused while connections churn, ended with the app."""
-        self.threads.start("request", self.process_request_thread, request, client_address)
+        self.threads.start("request", self.process_request_thread, request, client_address,
+                           head_deadline)
 
-    def finish_request(self, request, client_address):
+    def process_request_thread(self, request, client_address, head_deadline):
+        """socketserver's, passing on the deadline of the request head."""
+        try:
+            self.finish_request(request, client_address, head_deadline)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def finish_request(self, request, client_address, head_deadline):
         """Serve one connection; runs in its own thread, so the TLS handshake is done here."""
         if self.unix_file:
             client_address = UNIX_CLIENT_ADDRESS
         if self.tls_context is None:
-            super().finish_request(request, client_address)
+            self.RequestHandlerClass(request, client_address, self, head_deadline)
             return
-        secured = tls.handshake(request, self.tls_context, self.server_log, client_address[0])
+        secured = tls.handshake(request, self.tls_context, self.server_log, client_address[0],
+                                head_deadline)
         if secured is not None:
             try:
-                super().finish_request(secured, client_address)
+                self.RequestHandlerClass(secured, client_address, self, head_deadline)
             finally:
                 self.shutdown_request(secured)
 

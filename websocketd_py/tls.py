@@ -3,14 +3,16 @@
 werkzeug's own `ssl_context` wraps the listening socket, so the handshake runs
 inside accept(): one client that connects and sends nothing stops every other
 client from being accepted. Here the listeners accept plain sockets and
-`handshake()` runs in the connection's own thread, with a time limit.
+`handshake()` runs in the connection's own thread, with a time limit: the
+time left of the request head's (`server.HEAD_TIMEOUT` from accept).
 """
 
 import socket
 import ssl
+import time
 
-#: Seconds a client has to complete the TLS handshake.
-HANDSHAKE_TIMEOUT = 10
+#: The least time a handshake gets (a socket timeout of 0 would make it non-blocking).
+_MOMENT = 0.001
 
 
 class TLSFileError(Exception):
@@ -88,8 +90,9 @@ def _holds(path, marker):
         return marker in file.read()
 
 
-def handshake(sock, context, log, remote):
-    """The TLS socket over a freshly accepted `sock`, or None after a failed handshake.
+def handshake(sock, context, log, remote, deadline):
+    """The TLS socket over a freshly accepted `sock`, or None after a handshake that
+    failed or was not done by `deadline` (a `time.monotonic()` value).
 
     Runs in the connection's own thread. A failure is logged (ERROR when the
     client spoke something else than TLS or was refused, DEBUG when it just
@@ -98,7 +101,7 @@ def handshake(sock, context, log, remote):
     tls_sock = None
     try:
         tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        tls_sock.settimeout(HANDSHAKE_TIMEOUT)
+        tls_sock.settimeout(max(deadline - time.monotonic(), _MOMENT))  # for all of it
         tls_sock.do_handshake()
         return tls_sock
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError, socket.timeout) as error:
