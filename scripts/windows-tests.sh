@@ -5,7 +5,8 @@
 #  1. installs wine + wine64 (Debian) when missing, and boots a Wine prefix of its own;
 #  2. builds the Windows Python from hash-pinned downloads (scripts/windows/bootstrap.txt,
 #     scripts/windows/requirements.txt) and installs this checkout into it;
-#  3. runs the launch-rule unit tests (tests/test_launching.py) under the Windows CPython;
+#  3. runs unit tests under the Windows CPython: the launch rules, the environment, the
+#     WebSocket protocol, framing and handshake (UNIT_TESTS below);
 #  4. runs tests/windows/ with Linux pytest: each test starts a server under Wine.
 # Exits non-zero when the set-up breaks or a Windows test fails.
 #
@@ -46,6 +47,10 @@ fi
 PYDIR=$WORK/cp311
 PYEXE=$PYDIR/python.exe
 export WINEPREFIX=$WORK/prefix WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
+
+#: The unit tests that run under the Windows CPython (the rest start POSIX programs).
+UNIT_TESTS=(tests/test_launching.py tests/test_environment.py tests/test_protocol.py
+            tests/test_framing.py tests/test_handshake.py)
 
 step() { printf '\n== windows lane: %s (%ds)\n' "$*" "$SECONDS"; }
 
@@ -118,7 +123,7 @@ status=0
 step "unit tests under the Windows CPython"
 # -o pythonpath=.: this checkout first (the ._pth file makes the embeddable Python ignore
 # PYTHONPATH and the current directory).
-winpy -m pytest -p no:cacheprovider -o pythonpath=. -q tests/test_launching.py || status=1
+winpy -m pytest -p no:cacheprovider -o pythonpath=. -q "${UNIT_TESTS[@]}" || status=1
 
 step "end to end: Linux clients, servers under Wine"
 python3 -m pytest -p no:cacheprovider -q tests/windows || status=1

@@ -33,10 +33,15 @@ def windows_python():
         if wine.MODE == "required":
             pytest.fail(message)
         pytest.skip(message)
-    # One wineserver for the whole run, so each server starts without waiting for Wine's.
-    subprocess.run(["wineserver", "-p"], check=False)
+    # Wine's server and services for the whole run, started here with no pipe of a test's
+    # server: one they inherited would hold the server's log open after it exited.
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
+             "stderr": subprocess.DEVNULL}
+    subprocess.run(["wineserver", "-k"], check=False, **quiet)
+    subprocess.run(["wineserver", "-p"], check=True, **quiet)
+    subprocess.run(["wine", "wineboot"], check=True, timeout=120, **quiet)
     yield wine.PYTHON
-    subprocess.run(["wineserver", "-k"], check=False)
+    subprocess.run(["wineserver", "-k"], check=False, **quiet)
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ own python.exe, `.cmd` files through cmd.exe with their arguments intact,
 """
 
 import json
+import subprocess
 
 from websockets.sync.client import connect
 
-from helpers import receive_all
+import wine
 
 #: A .py program that says where it runs and what it was given, then echoes lines.
 REPORT_PY = """\
@@ -20,6 +21,9 @@ print(json.dumps({"platform": sys.platform, "executable": sys.executable, "argv"
 for line in sys.stdin:
     print("echo " + line.rstrip("\\n"), flush=True)
 """
+
+#: What cmd.exe would take apart or expand outside quotes.
+AWKWARD = ["a&b|c<d>e^f", "two words", "(x)", "semi;colon,comma=equals", "!bang!"]
 
 
 def test_a_py_program_runs_with_the_servers_windows_python(wine_server, tmp_path):
@@ -35,3 +39,51 @@ def test_a_py_program_runs_with_the_servers_windows_python(wine_server, tmp_path
         ws.close()
         assert ws.close_code == 1000
     srv.wait_log(r"DISCONNECT")
+
+
+def a_cmd_that_reports(directory):
+    """directory/report.cmd: runs report.py with the server's python.exe on its arguments."""
+    (directory / "report.py").write_text(REPORT_PY)
+    (directory / "report.cmd").write_text(
+        f'@"{wine.windows_path(wine.PYTHON)}" "%~dp0report.py" %*\r\n')
+
+
+def test_a_cmd_file_gets_awkward_arguments_intact(wine_server, tmp_path):
+    a_cmd_that_reports(tmp_path)
+    srv = wine_server("report", *AWKWARD, cwd=tmp_path)  # found through PATHEXT
+    with connect(srv.url()) as ws:
+        assert json.loads(ws.recv(timeout=20))["argv"] == AWKWARD
+        ws.send("through cmd.exe")
+        assert ws.recv(timeout=20) == "echo through cmd.exe"
+
+
+def test_a_percent_for_a_cmd_file_is_refused_at_start_in_one_line(windows_python, tmp_path):
+    a_cmd_that_reports(tmp_path)
+    result = subprocess.run(
+        ["wine", windows_python, "-c", wine.BOOTSTRAP, wine.windows_path(wine.ROOT),
+         "--port=0", "report.cmd", "100%"],
+        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        timeout=60)
+    complaint = result.stderr.decode(errors="replace").strip().splitlines()
+    assert result.returncode == 2 and len(complaint) == 1, complaint
+    assert "'%'" in complaint[0]
+
+
+def test_cmd_c_runs_a_builtin(wine_server):
+    srv = wine_server("cmd", "/c", "echo hi from cmd")
+    with connect(srv.url()) as ws:
+        assert ws.recv(timeout=20) == "hi from cmd"
+    srv.wait_log(r"DISCONNECT")
+
+
+def test_passstderr_sends_both_streams_as_json(wine_server, tmp_path):
+    (tmp_path / "both.py").write_text(
+        "import sys\nfor line in sys.stdin:\n"
+        "    print('err ' + line, end='', file=sys.stderr, flush=True)\n"
+        "    print('out ' + line, end='', flush=True)\n")
+    srv = wine_server("--passstderr", "both.py", cwd=tmp_path)
+    with connect(srv.url()) as ws:
+        ws.send("x")
+        messages = [json.loads(ws.recv(timeout=20)) for _ in range(2)]
+    assert sorted((m["stream"], m["data"]) for m in messages) == [
+        ("stderr", "err x"), ("stdout", "out x")]
