@@ -71,7 +71,7 @@ if ! command -v wine >/dev/null 2>&1 || ! [ -x /usr/lib/wine/wine64 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wine wine64
 fi
 wine --version
-# A prefix of our own; the wineserver it starts stays up for the whole lane.
+# A Wine prefix of our own, made on first use.
 wine wineboot --init 2>&1 | cat
 
 # A Windows Python already built from the same pins is reused (WEBSOCKETD_PY_WINDOWS_DIR).
