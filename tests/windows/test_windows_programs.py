@@ -3,7 +3,7 @@
 Linux clients connect to websocketd-py running on python.org's embeddable
 CPython 3.11 (sys.platform == "win32"): `.py` programs run with the server's
 own python.exe, `.cmd` files through cmd.exe with their arguments intact,
-`cmd /c` commands, and --passstderr.
+`cmd /c` commands, --passstderr and --binary.
 """
 
 import json
@@ -87,3 +87,17 @@ def test_passstderr_sends_both_streams_as_json(wine_server, tmp_path):
         messages = [json.loads(ws.recv(timeout=20)) for _ in range(2)]
     assert sorted((m["stream"], m["data"]) for m in messages) == [
         ("stderr", "err x"), ("stdout", "out x")]
+
+
+def test_binary_passes_bytes_through_untouched(wine_server, tmp_path):
+    (tmp_path / "copy.py").write_text(
+        "import sys\nwhile chunk := sys.stdin.buffer.read1(65536):\n"
+        "    sys.stdout.buffer.write(chunk)\n    sys.stdout.buffer.flush()\n")
+    srv = wine_server("--binary", "copy.py", cwd=tmp_path)
+    payload = bytes(range(256)) + b"\r\n\n\r\x00\x1a"  # no text mode, no Ctrl-Z end
+    with connect(srv.url()) as ws:
+        ws.send(payload)
+        received = b""
+        while len(received) < len(payload):
+            received += ws.recv(timeout=20)
+    assert received == payload
