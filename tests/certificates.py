@@ -34,6 +34,8 @@ class Authority:
                 content_commitment=False, key_encipherment=False, data_encipherment=False,
                 key_agreement=False,
                 encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
+                           critical=False)
             .sign(self.key, hashes.SHA256()))
         self.cert_path = self._write(f"{name.replace(' ', '-')}.pem",
                                      self._cert_pem(self.certificate))
@@ -42,8 +44,14 @@ class Authority:
         """Write `stem`.crt and `stem`.key for a server (127.0.0.1, ::1, localhost) or a client."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        builder = _builder(subject, self.name, key.public_key()).add_extension(
-            x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # The key identifiers: Python 3.13's default context verifies strictly (RFC 5280).
+        builder = (
+            _builder(subject, self.name, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                self.key.public_key()), critical=False))
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName([
                 x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),

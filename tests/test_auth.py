@@ -17,12 +17,16 @@ import sys
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+from websockets.uri import parse_uri
 
 from helpers import PROGRAM, env_of, parametrize_fast_first, receive_all, request, script
 from websocketd_py import auth
 
 USER, PASSWORD = "ann", "s3cret:Pa55 word"   # a password may hold ":" and spaces
 CHALLENGE = 'Basic realm="websocketd-py"'
+#: Whether the websockets client decodes %-escapes in ws://user:password@ (15.0, the newest for
+#: Python 3.9, sends them as they are).
+CLIENT_DECODES_USER_INFO = parse_uri("ws://a%3Ab:c%20d@h/").user_info == ("a:b", "c d")
 
 
 def basic(user, password):
@@ -61,6 +65,8 @@ def test_good_credentials_give_the_process_remote_user_but_not_the_password(serv
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not CLIENT_DECODES_USER_INFO,
+                    reason="this websockets client sends URL user info still percent-encoded")
 def test_credentials_in_the_url_work_and_a_user_name_may_be_utf8(server):
     srv = server("--basic-auth=zoë:pässword", *PROGRAM)
     env = env_of_session(f"ws://zo%C3%AB:p%C3%A4ssword@127.0.0.1:{srv.port}/")
@@ -143,7 +149,7 @@ def test_no_password_is_ever_logged_even_at_debug_level(server, tmp_path):
     (tmp_path / "index.html").write_text("home")
     srv = server("--loglevel=debug", f"--basic-auth={USER}:{PASSWORD}",
                  f"--staticdir={tmp_path}", *PROGRAM)
-    env_of_session(f"ws://{USER}:s3cret%3APa55%20word@127.0.0.1:{srv.port}/?q=1")
+    env_of_session(srv.url("/?q=1"), basic(USER, PASSWORD))
     refused_upgrade(srv.url(), basic(USER, "other-Secret"))
     request(srv.port, "GET", "/", headers=basic(USER, PASSWORD))
     request(srv.port, "GET", "/", headers=basic(USER, "third-Secret"))
