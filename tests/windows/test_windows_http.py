@@ -46,7 +46,9 @@ def test_staticdir_serves_files_and_nothing_outside(wine_server, tmp_path):
     srv = wine_server(f"--staticdir={site}", "cmd", "/c", "echo hi")
     assert request(srv.port, "GET", "/page.txt")[::2] == (200, b"inside\n")
     for target in ESCAPES:
-        status, _, body = request(srv.port, "GET", target)
+        status, headers, body = request(srv.port, "GET", target)
+        if status == 301:  # dot segments: to the cleaned path, as websocketd; a browser follows
+            status, _, body = request(srv.port, "GET", headers["location"])
         assert (target, status) == (target, 404) and b"outside" not in body
 
 

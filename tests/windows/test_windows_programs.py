@@ -65,7 +65,7 @@ def test_a_percent_for_a_cmd_file_is_refused_at_start_in_one_line(windows_python
         cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         timeout=60)
     complaint = result.stderr.decode(errors="replace").strip().splitlines()
-    assert result.returncode == 2 and len(complaint) == 1, complaint
+    assert result.returncode == 1 and len(complaint) == 1, complaint  # a bad setting
     assert "'%'" in complaint[0]
 
 
