@@ -477,3 +477,22 @@ def test_an_http_1_0_upgrade_is_refused_without_a_process(server):
     assert response.split(b"\r\n", 1)[0].endswith(b"400 BAD REQUEST")
     assert b"HTTP/1.1" in response
     assert children_of(srv.proc.pid) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TIOCOUTQ tells the progress")
+def test_a_client_that_reads_slowly_gets_all_the_output_and_the_close(server):
+    """Our close frame waits behind output the client has not read: the wait for its answer
+    goes on while it reads, so no reset destroys the end of the output."""
+    srv = server("seq", "1", "50000", timings={"close_reply": 0.1})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the rest waits at the server
+    sock.connect(("127.0.0.1", srv.port))
+    received = []
+    with connect(srv.url(), sock=sock, max_queue=4) as ws:
+        for message in ws:
+            received.append(message)
+            if len(received) % 1000 == 0 and len(received) < 50000:
+                ws.ping()  # input the server must read, or its close() resets the connection
+                time.sleep(0.02)  # reads about 1 s in all, ten times close_reply
+        code = ws.close_code
+    assert (len(received), received[-1], code) == (50000, "50000", 1000)

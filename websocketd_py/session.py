@@ -305,8 +305,14 @@ class Session:
         if self._config.passstderr and self._stderr is not None:
             self._stderr.wait()  # its last lines go out before the close frame
         self.client.close(code, reason)
-        if not self._reader_done.wait(self._timings.close_reply):
-            self.client.abort()
+        # The client answers once it has read all we sent; one that reads slowly is waited
+        # for while it reads (Linux), since cutting it off would lose what it has not read.
+        unsent = self.client.unsent_bytes()
+        while not self._reader_done.wait(self._timings.close_reply):
+            before, unsent = unsent, self.client.unsent_bytes()
+            if before is None or unsent is None or unsent >= before:
+                self.client.abort()
+                break
 
     def _fail(self):
         self.client.abort()

@@ -24,8 +24,15 @@ stream after the app returns.
 
 import select
 import socket
+import struct
 import threading
 import time
+
+try:  # Linux: how much of what we sent the client has not yet taken (`unsent_bytes`)
+    import fcntl
+    from termios import TIOCOUTQ as _OUTQ
+except ImportError:
+    pass
 
 import simple_websocket
 
@@ -215,6 +222,13 @@ class WebSocketEndpoint:
         if not sent:
             self.abort()
         return sent
+
+    def unsent_bytes(self):
+        """How much of what we sent the client has not yet taken (Linux), or None."""
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), _OUTQ, b"\0" * 4))[0]
+        except (NameError, OSError):  # no fcntl or TIOCOUTQ here, or the socket is gone
+            return None
 
     def abort(self):
         """Shut the TCP connection down both ways: blocked recv/sendall calls return at once."""
