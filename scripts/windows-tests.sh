@@ -50,7 +50,7 @@ export WINEPREFIX=$WORK/prefix WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
 
 #: The unit tests that run under the Windows CPython (the rest start POSIX programs).
 UNIT_TESTS=(tests/test_launching.py tests/test_environment.py tests/test_protocol.py
-            tests/test_framing.py tests/test_handshake.py)
+            tests/test_framing.py tests/test_handshake.py tests/test_stop_schedule.py)
 
 step() { printf '\n== windows lane: %s (%ds)\n' "$*" "$SECONDS"; }
 

@@ -221,7 +221,8 @@ class Hub:
         try:
             process = ProcessEndpoint(self.endpoint.argv, env, config.closems,
                                       framer=framing.stdout_framer(config.binary,
-                                                                   config.passstderr))
+                                                                   config.passstderr),
+                                      log=self._log)
         except (OSError, ValueError) as error:
             self._log.error("broadcast", f"cannot start {self.endpoint.argv[0]}: {error}")
             failed, self._subscribers = self._subscribers, frozenset()

@@ -83,7 +83,7 @@ class CgiScripts:
         env = self.cgi_environment(environ, script, body_length)
         try:
             process = ProcessEndpoint(script.argv, env, self.config.closems,
-                                      cwd=os.path.dirname(script.argv[0]))
+                                      cwd=os.path.dirname(script.argv[0]), log=log)
         except (OSError, ValueError) as error:
             slot.release()
             log.error("cgi", f"cannot start {script.argv[0]}: {error}")

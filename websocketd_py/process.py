@@ -5,9 +5,12 @@ in a process group of its own (see `launching` and `proctree`), so ending a
 session ends a shell pipeline's children too, unlike websocketd. The end is
 always the same schedule, `terminate()`: close stdin; if the group still
 runs after 100 ms + closems, SIGINT; after 250 ms + closems more, SIGTERM;
-after 500 ms + closems more, SIGKILL. Whoever ends the session first (client
-gone, stdout closed, server shutdown) runs it; later callers wait for the
-same result. Every wait is bounded.
+after 500 ms + closems more, SIGKILL. On Windows the steps are
+CTRL_BREAK_EVENT (with a console only), then ending the program's Job
+Object, whose whole tree is what must have exited (`proctree`, `winjob`).
+Whoever ends the session first (client gone, stdout closed, server
+shutdown) runs it; later callers wait for the same result. Every wait is
+bounded, and a step that fails is logged and the next one runs.
 """
 
 import os
@@ -31,22 +34,23 @@ class ProcessEndpoint:
     """One running program. Raises `launching.LaunchError` when it cannot start, saying why.
 
     `framer` turns its stdout into frames for `output()` (see
-    `framing.stdout_framer`); a CGI script's stdout is read as it is.
+    `framing.stdout_framer`); a CGI script's stdout is read as it is. `log`
+    takes a failed stop step.
     """
 
     whole_messages = False  # client messages may reach stdin piece by piece
     message_prefix = b""
 
-    def __init__(self, argv, env, closems=0, cwd=None, framer=None):
+    def __init__(self, argv, env, closems=0, cwd=None, framer=None, log=None):
         with tuning.every_cpu():  # the server's threads may keep to one CPU; the child need not
             try:
-                self.popen = subprocess.Popen(
+                self.popen, self._job = proctree.start(
                     launching.launch_argv(argv),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    env=env, cwd=cwd, bufsize=0, close_fds=True,
-                    **launching.child_process_options())
+                    env=env, cwd=cwd, bufsize=0, close_fds=True)
             except OSError as error:
                 raise launching.start_failure(argv[0], error) from error
+        self.log = log
         self.program_path = argv[0]
         self.pid = self.popen.pid
         self.closems = closems
@@ -62,6 +66,7 @@ class ProcessEndpoint:
         self._stdin_lock = threading.Lock()  # held by write_stdin while it writes
         self._close_requested = False
         self._stop_lock = threading.Lock()
+        self._told_job_failure = False
 
     # -- stdout ----------------------------------------------------------------------
 
@@ -191,10 +196,12 @@ class ProcessEndpoint:
             for delay, send in STOP_SCHEDULE:
                 if self._wait_group(delay + extra):
                     break
-                send(self.popen)
+                self._stop_step(send)
             else:
                 self._wait_group(_KILL_WAIT)
             proctree.wait_exit(self.popen, 0)
+            if self._job is not None:
+                self._job.close()
             return self.popen.returncode
 
     def close_frame(self):
@@ -216,19 +223,38 @@ class ProcessEndpoint:
 
     def kill_group(self):
         """SIGKILL whatever is left in the group (stray grandchildren) once the session ends."""
-        if proctree.group_alive(self.popen):
-            proctree.kill(self.popen)
+        if self._group_alive():
+            self._stop_step(proctree.kill)
 
     def _wait_group(self, timeout):
         """Wait until the whole group has exited; False on timeout."""
         deadline = time.monotonic() + timeout
         if not proctree.wait_exit(self.popen, timeout):
             return False
-        while proctree.group_alive(self.popen):
+        while self._group_alive():
             if time.monotonic() >= deadline:
                 return False
             time.sleep(_POLL)
         return True
+
+    def _group_alive(self):
+        try:
+            return proctree.group_alive(self.popen, self._job)
+        except OSError as error:  # Windows could not ask the job: the program alone counts
+            if not self._told_job_failure:
+                self._told_job_failure = True
+                self._log_failure(error)
+            return self.popen.poll() is None
+
+    def _stop_step(self, send):
+        try:
+            send(self.popen, self._job)
+        except OSError as error:
+            self._log_failure(error)
+
+    def _log_failure(self, error):
+        if self.log is not None:
+            self.log.error("process", f"while ending the program: {error}")
 
     def close_pipes(self):
         for pipe in (self.popen.stdout, self.popen.stderr):

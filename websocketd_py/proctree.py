@@ -1,9 +1,13 @@
-"""Process trees: signals to a program's whole group, waiting for exits, and pipe waits.
+"""Process trees: starting a program as a tree, signals to all of it, waiting for exits,
+and pipe waits.
 
 POSIX: the program gets its own session and process group
 (`launching.child_process_options`), so SIGINT, SIGTERM and SIGKILL reach a
 shell pipeline's children too. Windows: its own process group, so
-CTRL_BREAK_EVENT reaches it, and `taskkill /T` ends the tree.
+CTRL_BREAK_EVENT reaches it when the server has a console, and a Job Object
+(`winjob`) that holds the whole tree: the firm steps end the job.
+
+The functions that take `job` take the `winjob.Job` of `start` (None on POSIX).
 """
 
 import os
@@ -12,7 +16,11 @@ import signal
 import subprocess
 import sys
 
+from . import launching
 from .launching import IS_WINDOWS
+
+if IS_WINDOWS:
+    from . import winjob
 
 CAN_WATCH_HANGUP = hasattr(select, "poll") and hasattr(select, "POLLRDHUP")
 
@@ -99,36 +107,63 @@ def pipe_is_held_open(fd):
     return not poller.poll(0)
 
 
-def interrupt(process):
-    """The polite first signal: SIGINT to the group, or CTRL_BREAK_EVENT on Windows."""
-    if IS_WINDOWS:
-        _ignore_gone(os.kill, process.pid, signal.CTRL_BREAK_EVENT)
-    else:
+def start(args, **popen_options):
+    """(Popen, job): `args` started in a process group of its own; on Windows also in a
+    job of its own before it can start anything (OSError if it cannot start)."""
+    options = {**popen_options, **launching.child_process_options()}
+    if not IS_WINDOWS:
+        return subprocess.Popen(args, **options), None
+    job = winjob.Job()
+    try:
+        options["creationflags"] |= winjob.SUSPENDED
+        popen = subprocess.Popen(args, **options)
+    except BaseException:
+        job.close()
+        raise
+    try:
+        job.adopt(popen)
+    except OSError:
+        job.close()  # KILL_ON_JOB_CLOSE: ends it if it was adopted
+        popen.kill()
+        popen.wait()
+        for pipe in (popen.stdin, popen.stdout, popen.stderr):
+            pipe.close()
+        raise
+    return popen, job
+
+
+def interrupt(process, job):
+    """The polite first signal: SIGINT to the group; on Windows CTRL_BREAK_EVENT, when the
+    server has a console to send it through. OSError if Windows refuses."""
+    if not IS_WINDOWS:
         _ignore_gone(os.killpg, process.pid, signal.SIGINT)
+    elif winjob.has_console():
+        winjob.send_ctrl_break(process.pid)
 
 
-def terminate(process):
-    """The firm second signal: SIGTERM to the group (Windows: end the tree)."""
+def terminate(process, job):
+    """The firm second signal: SIGTERM to the group (Windows: end the job)."""
     if IS_WINDOWS:
-        _kill_windows_tree(process)
+        job.terminate()
     else:
         _ignore_gone(os.killpg, process.pid, signal.SIGTERM)
 
 
-def kill(process):
-    """The last resort: SIGKILL to the group (Windows: end the tree)."""
+def kill(process, job):
+    """The last resort: SIGKILL to the group (Windows: end the job)."""
     if IS_WINDOWS:
-        _kill_windows_tree(process)
+        job.terminate()
     else:
         _ignore_gone(os.killpg, process.pid, signal.SIGKILL)
 
 
-def group_alive(process):
-    """True while the child, or anything left in its process group, still runs."""
+def group_alive(process, job):
+    """True while the child, or anything left in its process group (Windows: its job),
+    still runs."""
+    if IS_WINDOWS:
+        return process.poll() is None or job.active_processes() > 0
     if process.poll() is None:
         return True
-    if IS_WINDOWS:
-        return False
     try:
         os.killpg(process.pid, 0)
     except ProcessLookupError:
@@ -143,11 +178,6 @@ def describe_exit(returncode):
     if returncode is not None and returncode < 0:
         return f"killed by signal {-returncode}"
     return f"exit status {returncode}"
-
-
-def _kill_windows_tree(process):
-    subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def _ignore_gone(call, *args):

@@ -195,7 +195,7 @@ class WebsocketdApp:
         framer = framing.stdout_framer(config.binary, config.passstderr)
         unused_env = [env]
         return (lambda: ProcessEndpoint(endpoint.argv, unused_env.pop(), config.closems,
-                                        framer=framer),
+                                        framer=framer, log=log),
                 lambda program: status.SessionRecord(unique_id, remote, command, program.pid,
                                                      time.time()))
 
