@@ -84,3 +84,19 @@ def test_ctrl_break_goes_out_only_when_the_server_has_a_console(monkeypatch):
 class _Process:
     def __init__(self, pid):
         self.pid = pid
+
+
+def test_the_stdin_feeder_says_when_stdin_is_gone_and_its_thread_ends():
+    """`StdinFeeder` (Windows sessions): once the program has gone, `put` says False."""
+    program = process.ProcessEndpoint([sys.executable, "-c", "pass"], None)
+    feeder = process.StdinFeeder(program, limit=65536)
+    try:
+        deadline = time.monotonic() + 10
+        while feeder.put(b"x" * 65536):  # the pipe fills, then the write fails
+            assert time.monotonic() < deadline, "stdin never reported gone"
+        feeder.close()
+        feeder._thread.join(10)
+        assert not feeder._thread.is_alive()
+    finally:
+        program.terminate()
+        program.close_pipes()

@@ -13,6 +13,7 @@ shutdown) runs it; later callers wait for the same result. Every wait is
 bounded, and a step that fails is logged and the next one runs.
 """
 
+import collections
 import os
 import subprocess
 import threading
@@ -263,6 +264,73 @@ class ProcessEndpoint:
             except OSError:
                 pass
         self.close_stdin()
+
+
+class StdinFeeder:
+    """Writes to a program's stdin from a thread of its own, so that the session's reader
+    keeps reading the client, and sees it leave, while the program does not read.
+
+    For where a blocked write cannot also watch the client's socket (Windows
+    pipes cannot be polled: `proctree.CAN_WATCH_HANGUP`). It holds at most
+    `limit` bytes (--maxframesize): past that, `put` blocks, and a client
+    that leaves behind more unread data than that is noticed when the
+    program reads or ends.
+    """
+
+    def __init__(self, program, limit):
+        self._program = program
+        self._limit = limit
+        self._chunks = collections.deque()
+        self._bytes = 0
+        self._open = True         # until `close()`
+        self._stdin_gone = False  # a write failed: the program's stdin is closed
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="session-stdin", daemon=True)
+        self._thread.start()      # RuntimeError if it cannot start
+
+    def put(self, data):
+        """Queue `data` for stdin; False once stdin is gone."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._bytes < self._limit or self._stdin_gone)
+            if self._stdin_gone:
+                return False
+            self._chunks.append(data)
+            self._bytes += len(data)
+            self._changed.notify_all()
+            return True
+
+    def close(self):
+        """No more data: the thread ends once the queue is written (or stdin is gone)."""
+        with self._changed:
+            self._open = False
+            self._changed.notify_all()
+
+    def _run(self):
+        written = False
+        try:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: self._chunks or not self._open)
+                    if not self._chunks:
+                        return
+                    data = self._chunks.popleft()
+                written = self._program.write_stdin(data, _wait_writable)
+                with self._changed:
+                    self._bytes -= len(data)
+                    self._changed.notify_all()
+                if not written:
+                    return
+        finally:
+            if not written:  # failed, or a bug: `put` must not wait for ever
+                with self._changed:
+                    self._stdin_gone = True
+                    self._chunks.clear()
+                    self._changed.notify_all()
+
+
+def _wait_writable(fd):
+    """A non-blocking stdin (where `proctree.prepare_stdin` made it one): wait for room."""
+    return proctree.wait_pipe(fd, writable=True)
 
 
 class ExitWatch:

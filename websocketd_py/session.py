@@ -34,7 +34,7 @@ import threading
 
 from . import proctree, protocol
 from .launching import client_reason
-from .process import ExitWatch
+from .process import ExitWatch, StdinFeeder
 from .registry import Running
 from .stderr import StderrFollowers
 from .threads import Latch
@@ -138,6 +138,7 @@ class Session:
         self._give_up_lock = threading.Lock()
         self._gave_up_stdout = False
         self._stderr = None
+        self._feeder = None               # a `StdinFeeder` where stdin writes cannot watch
 
     def run(self):
         """The two pumps, until both ends are done (the handler's thread)."""
@@ -147,9 +148,14 @@ class Session:
                 program.stderr_fd, self.log,
                 self.client if self._config.passstderr else None, on_error=self._fail)
         try:
+            if not proctree.CAN_WATCH_HANGUP:  # Windows: see `StdinFeeder`
+                self._feeder = StdinFeeder(program,
+                                           self._config.maxframesize or WHOLE_MESSAGE_BYTES)
             self._sessions.threads.start("session-writer", self._run_writer)
         except RuntimeError:
             self._writer_done.set()  # there is none: `release` may close the pipes
+            if self._feeder is not None:
+                self._feeder.close()
             raise
         if program.popen is not None:
             self._sessions.exit_watch.add(program, self._on_exit)
@@ -243,6 +249,8 @@ class Session:
                     break
         finally:
             self._reader_done.set()
+            if self._feeder is not None:
+                self._feeder.close()
         # The client left (or broke the protocol): the program ends on the stop schedule.
         self.client.stop_sending()
         self.program.terminate()
@@ -252,6 +260,8 @@ class Session:
         (no pongs come back then: not its fault, so the watchdog does not count it)."""
         self.waiting_for_program = True
         try:
+            if self._feeder is not None:
+                return self._feeder.put(data)
             return self.program.write_stdin(data, self._wait_stdin)
         finally:
             self.waiting_for_program = False
