@@ -220,7 +220,8 @@ class Hub:
         try:
             process = ProcessEndpoint(self.endpoint.argv, env, config.closems,
                                       framer=framing.stdout_framer(config.binary,
-                                                                   config.passstderr))
+                                                                   config.passstderr),
+                                      partial_after=config.partial_lines / 1000 or None)
         except (OSError, ValueError) as error:
             self._log.error("broadcast", f"cannot start {self.endpoint.argv[0]}: {error}")
             failed, self._subscribers = self._subscribers, frozenset()

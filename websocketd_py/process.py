@@ -31,24 +31,29 @@ class ProcessEndpoint:
     """One running program. Raises OSError or `launching.LaunchError` when it cannot start.
 
     `framer` turns its stdout into frames for `output()` (see
-    `framing.stdout_framer`); a CGI script's stdout is read as it is.
+    `framing.stdout_framer`); a CGI script's stdout is read as it is. With
+    `partial_after` (seconds, text mode), the start of a line that has waited that long
+    for its newline is given as a message of its own (`LineFramer.flush_partial`): a
+    prompt such as `Guess: ` shows before the answer it asks for.
     """
 
     whole_messages = False  # client messages may reach stdin piece by piece
     message_prefix = b""
 
-    def __init__(self, argv, env, closems=0, cwd=None, framer=None):
+    def __init__(self, argv, env, closems=0, cwd=None, framer=None, partial_after=None):
         with tuning.every_cpu():  # the server's threads may keep to one CPU; the child need not
             self.popen = subprocess.Popen(
                 launching.launch_argv(argv),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=env, cwd=cwd, bufsize=0, close_fds=True, **launching.child_process_options())
         self.pid = self.popen.pid
+        self.argv = tuple(argv)  # as asked for (the buffering hint names the fix for it)
         self.closems = closems
         proctree.prepare_stdin(self.popen.stdin.fileno())
         self.stdout_fd = self.popen.stdout.fileno()
         self.stderr_fd = self.popen.stderr.fileno()
         self.framer = framer
+        self.partial_after = partial_after
         self.printed = False                 # stdout gave something (for the buffering hint)
         self.inside_message = False          # `output()` is in the middle of a long line
         self._started = time.monotonic()
@@ -72,7 +77,13 @@ class ProcessEndpoint:
         read_size = ReadSize(READ_BYTES)
         binary = isinstance(framer, framing.BinaryFramer)
         size = READ_BYTES if binary else read_size.now
+        partial_after = None if binary else self.partial_after
         while True:
+            if (partial_after and framer.pending
+                    and not proctree.readable_within(self.stdout_fd, partial_after)):
+                frames = framer.flush_partial()
+                if frames:
+                    yield frames
             try:
                 chunk = os.read(self.stdout_fd, size)
             except OSError:
