@@ -122,9 +122,10 @@ class LineFramer:
         """The start of a line that waits for its newline, as a message of its own (a prompt
         such as `Guess: `); b"" if there is none or it is being sent in fragments. With
         `stream`, it is {"stream": "prompt", ...}. A UTF-8 sequence cut short waits."""
-        if self.started or not self.pending:
-            return b""
-        text, used = codecs.utf_8_decode(self.pending, "replace", False)
+        waiting = self.pending[:-1] if self.pending.endswith(b"\r") else self.pending
+        if self.started or not waiting:
+            return b""  # (a "\r" may be the start of the line's "\r\n": it waits)
+        text, used = codecs.utf_8_decode(waiting, "replace", False)
         if not text:
             return b""
         self.pending = self.pending[used:]
