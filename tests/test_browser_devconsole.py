@@ -115,3 +115,11 @@ def test_the_devconsole_shows_the_prompt_stderr_in_red_and_the_exit(server, tmp_
     names = run_browser_check(f"http://127.0.0.1:{srv.port}/", "--program-side", "--no-xss",
                               f"--screenshot={tmp_path / 'program-side.png'}")
     assert {"connects-by-itself", "prompt-before-answer", "stderr-in-red", "exit-event"} <= names
+
+
+@pytest.mark.slow
+def test_the_devconsole_shows_the_buffering_hint_for_a_shell_script(server, tmp_path):
+    srv = server("--devconsole", "sh", "-c", "sleep 30")
+    names = run_browser_check(f"http://127.0.0.1:{srv.port}/", "--no-xss",
+                              "--expect-hint=grep --line-buffered")
+    assert {"connects-by-itself", "hint"} <= names

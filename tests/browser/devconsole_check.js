@@ -19,6 +19,8 @@
 //                             "What is your name? ", answers "Hello, NAME!", then fails with a
 //                             NameError on stderr (exit status 1); checks the prompt shows before
 //                             the answer, the stderr lines in red, the exit event and the close
+//   --expect-hint=TEXT        instead of the echo checks: the program prints nothing; a hint
+//                             entry containing TEXT must show, then the button disconnects
 //   --timeout=MS              limit for each wait (default 10000)
 //   --chromium=PATH           browser binary (default $CHROMIUM or /usr/bin/chromium)
 //
@@ -48,7 +50,7 @@ function usage(msg) {
 function parseArgs(argv) {
   const flags = new Set(["binary", "no-xss", "program-side"]);
   const valued = new Set(["screenshot", "xss-screenshot", "quit-line", "expect-close-code",
-    "expect-close-reason", "timeout", "chromium"]);
+    "expect-close-reason", "timeout", "chromium", "expect-hint"]);
   const opts = { timeout: 10000, chromium: process.env.CHROMIUM || "/usr/bin/chromium" };
   let base = null;
   for (let i = 0; i < argv.length; i++) {
@@ -310,6 +312,12 @@ async function main() {
     await check("connects-by-itself", () => openSession(expectedWs, null));
     if (opts["program-side"]) {
       await programSide();
+    } else if (opts["expect-hint"] !== undefined) {
+      await check("hint", async () => {
+        const e = await waitEntry(0, "hint", opts["expect-hint"], "contains");
+        await closeByButton();
+        return e.text;
+      });
     } else {
       await check("echo", () => echoLines(LINES));
       await check("history", async () => {
