@@ -116,7 +116,7 @@ class Config:
     pingms: int = 0
     binary: bool = False
     passstderr: bool = False
-    partial_lines: int = 0                 # --partial-lines: ms before a partial line is sent; 0 off
+    partial_lines: int = 0                 # --partial-lines: ms a line waits to go out unended
     passenv: Tuple[str, ...] = launching.DEFAULT_PASSENV
     reverselookup: bool = False
     dir: Optional[str] = None

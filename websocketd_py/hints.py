@@ -17,7 +17,8 @@ _SHELL = ("a shell script: the commands in it buffer when their output is a pipe
 _FIXES = {
     "python": _PYTHON, "py": _PYTHON,
     "sh": _SHELL, "bash": _SHELL, "dash": _SHELL, "zsh": _SHELL, "ksh": _SHELL,
-    "sed": "sed -u", "awk": "awk: fflush() after each print", "gawk": "gawk: fflush() after each print",
+    "sed": "sed -u", "awk": "awk: fflush() after each print",
+    "gawk": "gawk: fflush() after each print",
     "grep": "grep --line-buffered",
     "perl": "Perl: $| = 1;", "ruby": "Ruby: $stdout.sync = true", "php": "PHP: flush()",
 }
