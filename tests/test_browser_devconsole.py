@@ -24,6 +24,10 @@ ECHO_UNTIL_QUIT = ("import sys\n"
                    "    if line.strip() == 'quit':\n"
                    "        break\n"
                    "    print(line, end='', flush=True)\n")
+#: Asks a question without a newline, answers, then fails on stderr with exit status 1.
+PROMPT_THEN_FAIL = ("name = input('What is your name? ')\n"
+                    "print('Hello, ' + name + '!', flush=True)\n"
+                    "print(txt)\n")
 #: Request targets a page that reflected its URL would turn into markup; sent as is.
 HOSTILE_TARGETS = (
     "/some/deep/path?x=1",
@@ -76,23 +80,46 @@ def missing_browser_tools():
     return None
 
 
-@pytest.mark.slow
-def test_devconsole_in_a_headless_browser(server, tmp_path):
-    """Connect, echo, history, disconnect, reconnect, close code on exit, hostile URL: no XSS."""
+def run_browser_check(url, *options):
+    """The names of the checks devconsole_check.js passed at `url`; skipped (or failed)
+    when the browser tools are missing."""
     missing = missing_browser_tools()
     if missing and os.environ.get("WEBSOCKETD_PY_BROWSER_TESTS") == "required":
         pytest.fail(f"browser check required but cannot run: {missing}")
     if missing:
         pytest.skip(f"browser check skipped: {missing}")
-    srv = server("--devconsole", sys.executable, "-u", "-c", ECHO_UNTIL_QUIT)
-    result = subprocess.run(
-        ["node", str(BROWSER_DIR / "devconsole_check.js"), f"http://127.0.0.1:{srv.port}/",
-         "--quit-line=quit", "--expect-close-code=1000",
-         f"--screenshot={tmp_path / 'devconsole.png'}"],
-        capture_output=True, text=True, timeout=180)
+    result = subprocess.run(["node", str(BROWSER_DIR / "devconsole_check.js"), url, *options],
+                            capture_output=True, text=True, timeout=180)
     report = json.loads(result.stdout)
     failed = [check for check in report.get("checks", []) if not check["ok"]]
     assert result.returncode == 0 and report["ok"], json.dumps(failed or report, indent=1)
-    names = {check["name"] for check in report["checks"]}
-    assert {"connect", "echo", "disconnect", "reconnect", "close-on-exit", "xss-load",
+    return {check["name"] for check in report["checks"]}
+
+
+@pytest.mark.slow
+def test_devconsole_in_a_headless_browser(server, tmp_path):
+    """Connects by itself, echo, history, disconnect, reconnect, close code on exit, hostile
+    URL: no XSS."""
+    srv = server("--devconsole", sys.executable, "-u", "-c", ECHO_UNTIL_QUIT)
+    names = run_browser_check(f"http://127.0.0.1:{srv.port}/", "--quit-line=quit",
+                              "--expect-close-code=1000",
+                              f"--screenshot={tmp_path / 'devconsole.png'}")
+    assert {"connects-by-itself", "echo", "disconnect", "reconnect", "close-on-exit", "xss-load",
             "xss-session"} <= names
+
+
+@pytest.mark.slow
+def test_the_devconsole_shows_the_prompt_stderr_in_red_and_the_exit(server, tmp_path):
+    """The student's view: the prompt before the answer, the traceback in red, the exit."""
+    srv = server("--devconsole", sys.executable, "-c", PROMPT_THEN_FAIL)
+    names = run_browser_check(f"http://127.0.0.1:{srv.port}/", "--program-side", "--no-xss",
+                              f"--screenshot={tmp_path / 'program-side.png'}")
+    assert {"connects-by-itself", "prompt-before-answer", "stderr-in-red", "exit-event"} <= names
+
+
+@pytest.mark.slow
+def test_the_devconsole_shows_the_buffering_hint_for_a_shell_script(server, tmp_path):
+    srv = server("--devconsole", "sh", "-c", "sleep 30")
+    names = run_browser_check(f"http://127.0.0.1:{srv.port}/", "--no-xss",
+                              "--expect-hint=grep --line-buffered")
+    assert {"connects-by-itself", "hint"} <= names

@@ -583,3 +583,17 @@ def test_split_lines_default_limit_is_64k():
 def test_split_lines_cut_piece_keeps_a_trailing_cr():
     lines, pending = split_lines(b"", b"aaa\rbbbb", limit=4)
     assert b"".join(lines) + pending == b"aaa\rbbbb"
+
+
+def test_a_waiting_line_is_flushed_as_a_prompt_keeping_back_a_cr_and_a_cut_utf8_sequence():
+    text = framing.OP_TEXT
+    framer = LineFramer(stream="stdout")
+    assert framer.feed(b"Name? \xc3") == b""
+    assert framer.flush_partial() == frame(text, b'{"stream":"prompt","data":"Name? "}')
+    assert framer.feed(b"\xa9\r") == b""
+    assert framer.flush_partial() == frame(text, '{"stream":"prompt","data":"é"}'.encode())
+    assert framer.feed(b"\n") == frame(text, b'{"stream":"stdout","data":""}')
+    plain = LineFramer()
+    plain.feed(b"Guess: ")
+    assert plain.flush_partial() == frame(text, b"Guess: ")
+    assert plain.flush_partial() == b""

@@ -222,6 +222,7 @@ class Hub:
             process = ProcessEndpoint(self.endpoint.argv, env, config.closems,
                                       framer=framing.stdout_framer(config.binary,
                                                                    config.passstderr),
+                                      partial_after=config.partial_lines / 1000 or None,
                                       log=self._log)
         except (OSError, ValueError) as error:
             self._log.error("broadcast", f"cannot start {self.endpoint.argv[0]}: {error}")

@@ -65,6 +65,9 @@ FLAGS = {
     "binary": ("bool", "Binary mode: pass raw bytes both ways instead of lines"),
     "passstderr": ("bool", "Send stderr lines to the client too, every line as JSON "
                            '{"stream":"stdout"|"stderr","data":"..."}'),
+    "partial-lines": ("int", "Send the start of a line that has waited MS ms for its newline "
+                             "as a message of its own, e.g. a prompt (default 0 = off: one "
+                             "message per line)"),
     "passenv": ("str", "Comma-separated environment variables passed to the process "
                        f"(default {','.join(launching.DEFAULT_PASSENV)})"),
     "reverselookup": ("bool", "Look up REMOTE_HOST with reverse DNS"),
@@ -137,6 +140,7 @@ class Config:
     pingms: int = 0
     binary: bool = False
     passstderr: bool = False
+    partial_lines: int = 0                 # --partial-lines: ms a line waits to go out unended
     passenv: Tuple[str, ...] = launching.DEFAULT_PASSENV
     reverselookup: bool = False
     dir: Optional[str] = None
@@ -310,7 +314,7 @@ def build_config(values, command):
     for name in ("port", "redirport"):
         if name in values and not 0 <= values[name] <= 65535:
             raise UsageError(f"invalid -{name}={values[name]}: a port is 0 to 65535")
-    for name in ("closems", "pingms", "maxframesize", "broadcast-backlog"):
+    for name in ("closems", "pingms", "maxframesize", "broadcast-backlog", "partial-lines"):
         if values.get(name, 0) < 0:
             raise UsageError(f"invalid -{name}={values[name]}: cannot be negative")
     loglevel = values.get("loglevel", "access").lower()
@@ -349,5 +353,6 @@ def build_config(values, command):
         broadcast=_broadcast(values.get("broadcast", "false")),
         broadcast_ids=values.get("broadcast-ids", False),
         broadcast_backlog=values.get("broadcast-backlog", Config.broadcast_backlog),
+        partial_lines=values.get("partial-lines", 0),
         **simple,
     )

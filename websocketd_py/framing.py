@@ -43,11 +43,18 @@ def _json_escape(text):
     return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
-def stdout_framer(binary, passstderr):
-    """The framer of a program's stdout: a message per read (--binary), else per line."""
+def stdout_framer(binary, enveloped):
+    """The framer of a program's stdout: a message per read (--binary), else per line,
+    each line as {"stream": "stdout", ...} when `enveloped` (--passstderr, the dev console)."""
     if binary:
         return BinaryFramer()
-    return LineFramer(stream="stdout" if passstderr else None)
+    return LineFramer(stream="stdout" if enveloped else None)
+
+
+def event(kind, text):
+    """A dev console event as one text frame: {"event": kind, "data": text}."""
+    return frame(OP_TEXT, json.dumps({"event": kind, "data": text}, ensure_ascii=False,
+                                     separators=(",", ":")).encode("utf-8"))
 
 
 class BinaryFramer:
@@ -79,8 +86,10 @@ class LineFramer:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         if stream is None:
             self._prefix, self._suffix, self._escape = "", "", None
+            self._partial_prefix = ""
         else:
             self._prefix = '{"stream":%s,"data":"' % json.dumps(stream)
+            self._partial_prefix = '{"stream":"prompt","data":"'
             self._suffix = '"}'
             self._escape = _json_escape
 
@@ -108,6 +117,21 @@ class LineFramer:
         if self.started:
             return self._last_fragment(rest)
         return self._messages([rest], rest, len(rest), strip_cr=False) if rest else b""
+
+    def flush_partial(self):
+        """The start of a line that waits for its newline, as a message of its own (a prompt
+        such as `Guess: `); b"" if there is none or it is being sent in fragments. With
+        `stream`, it is {"stream": "prompt", ...}. A UTF-8 sequence cut short waits."""
+        waiting = self.pending[:-1] if self.pending.endswith(b"\r") else self.pending
+        if self.started or not waiting:
+            return b""  # (a "\r" may be the start of the line's "\r\n": it waits)
+        text, used = codecs.utf_8_decode(waiting, "replace", False)
+        if not text:
+            return b""
+        self.pending = self.pending[used:]
+        if self._escape is not None:
+            text = self._partial_prefix + self._escape(text) + self._suffix
+        return frame(OP_TEXT, text.encode("utf-8"))
 
     def _messages(self, lines, data, end, strip_cr=True):
         """Whole text messages for `lines` (`data[:end]` is them joined by "\n")."""

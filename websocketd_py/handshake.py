@@ -18,6 +18,14 @@ from urllib.parse import urlsplit
 from . import compression, environment
 from .refused import Refused
 
+#: The dev console page's subprotocol (accepted only with --devconsole): every text message
+#: is a JSON object, {"stream": "stdout" | "stderr" | "prompt", "data": ...} or
+#: {"event": "exit" | "hint", "data": ...}; with --binary, stdout stays binary messages.
+DEVCONSOLE = "websocketd-py.devconsole"
+#: What the server answers the page instead with --broadcast: a shared process's plain
+#: messages, the same as every other client's.
+DEVCONSOLE_PLAIN = "websocketd-py.devconsole.plain"
+
 #: RFC 6455 §1.3: appended to the client's key before hashing it for Sec-WebSocket-Accept.
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -29,6 +37,7 @@ class Accepted:
     subprotocol: Optional[str]                       # the one chosen, None if none
     compression: Optional[compression.Agreement]     # permessage-deflate, if agreed
     response: bytes                                  # the whole 101 response
+    devconsole: bool = False                         # the dev console page, with its events
 
 
 def is_upgrade(environ):
@@ -47,7 +56,12 @@ def accept(environ, config):
         raise Refused(403, "Forbidden: origin not allowed")
     _check_form(environ)
     offered = [name.strip() for name in environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")]
-    subprotocol = next((name for name in offered if name in config.subprotocols), None)
+    devconsole = False
+    if config.devconsole and DEVCONSOLE in offered:
+        subprotocol = DEVCONSOLE_PLAIN if config.broadcast else DEVCONSOLE
+        devconsole = not config.broadcast
+    else:
+        subprotocol = next((name for name in offered if name in config.subprotocols), None)
     agreement = config.compress and compression.negotiate(
         environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")) or None
     headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
@@ -58,7 +72,8 @@ def accept(environ, config):
     if agreement is not None:
         headers.append(("Sec-WebSocket-Extensions", agreement.response))
     lines = ["HTTP/1.1 101 Switching Protocols"] + [f"{name}: {value}" for name, value in headers]
-    return Accepted(subprotocol, agreement, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    return Accepted(subprotocol, agreement, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"),
+                    devconsole)
 
 
 def accept_token(key):

@@ -35,14 +35,18 @@ class ProcessEndpoint:
     """One running program. Raises `launching.LaunchError` when it cannot start, saying why.
 
     `framer` turns its stdout into frames for `output()` (see
-    `framing.stdout_framer`); a CGI script's stdout is read as it is. `log`
-    takes a failed stop step.
+    `framing.stdout_framer`); a CGI script's stdout is read as it is. With
+    `partial_after` (seconds, text mode), the start of a line that has waited that long
+    for its newline is given as a message of its own (`LineFramer.flush_partial`): a
+    prompt such as `Guess: ` shows before the answer it asks for. `log` takes a failed
+    stop step.
     """
 
     whole_messages = False  # client messages may reach stdin piece by piece
     message_prefix = b""
 
-    def __init__(self, argv, env, closems=0, cwd=None, framer=None, log=None):
+    def __init__(self, argv, env, closems=0, cwd=None, framer=None, partial_after=None,
+                 log=None):
         with tuning.every_cpu():  # the server's threads may keep to one CPU; the child need not
             try:
                 self.popen, self._job = proctree.start(
@@ -54,11 +58,13 @@ class ProcessEndpoint:
         self.log = log
         self.program_path = argv[0]
         self.pid = self.popen.pid
+        self.argv = tuple(argv)  # as asked for (the buffering hint names the fix for it)
         self.closems = closems
         proctree.prepare_stdin(self.popen.stdin.fileno())
         self.stdout_fd = self.popen.stdout.fileno()
         self.stderr_fd = self.popen.stderr.fileno()
         self.framer = framer
+        self.partial_after = partial_after
         self.printed = False                 # stdout gave something (for the buffering hint)
         self.inside_message = False          # `output()` is in the middle of a long line
         self._started = time.monotonic()
@@ -83,7 +89,13 @@ class ProcessEndpoint:
         read_size = ReadSize(READ_BYTES)
         binary = isinstance(framer, framing.BinaryFramer)
         size = READ_BYTES if binary else read_size.now
+        partial_after = None if binary else self.partial_after
         while True:
+            if (partial_after and framer.pending
+                    and not proctree.readable_within(self.stdout_fd, partial_after)):
+                frames = framer.flush_partial()
+                if frames:
+                    yield frames
             try:
                 chunk = os.read(self.stdout_fd, size)
             except OSError:

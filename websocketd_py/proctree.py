@@ -57,6 +57,18 @@ def wait_pipe(fd, writable, sock=None, fin_is_leaving=True):
             return True
 
 
+def readable_within(fd, timeout):
+    """True if pipe `fd` has data or EOF to read within `timeout` seconds. Windows cannot
+    wait on a pipe: always True there (the caller then just reads)."""
+    if IS_WINDOWS:
+        return True
+    if not hasattr(select, "poll"):
+        return bool(select.select([fd], [], [], timeout)[0])
+    poller = select.poll()  # unlike select(), any descriptor number
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
 def wait_exit(popen, timeout):
     """Wait until `popen` has exited, and reap it: True; False after `timeout` seconds.
 

@@ -35,6 +35,9 @@ from .watchdog import Watchdog
 
 #: websocketd's answer (Go's http.NotFound) where nothing serves a plain request.
 NOT_FOUND = "404 page not found"
+#: On the dev console's connection, how long the start of a line waits for its newline
+#: before it is shown as a prompt.
+DEVCONSOLE_PROMPT_AFTER = 0.2
 #: How long ending every session may take at shutdown before the rest is killed.
 SHUTDOWN_GRACE = 2.5
 #: While the sessions end at shutdown, how often to look again (and for late ones).
@@ -168,7 +171,8 @@ class WebsocketdApp:
             raise
         self._access(environ, 101)
         start, record = self._program_for(environ, endpoint, accepted, unique_id, client, log)
-        self.sessions.run(client, endpoint.argv[0], start, slot, record, log)
+        self.sessions.run(client, endpoint.argv[0], start, slot, record, log,
+                          devconsole=accepted.devconsole)
         raise websocket.ConnectionTakenOver()
 
     def _program_for(self, environ, endpoint, accepted, unique_id, client, log):
@@ -185,17 +189,19 @@ class WebsocketdApp:
             return (lambda: hub.subscribe(client, unique_id, log),
                     lambda program: status.SharedSessionRecord(unique_id, remote, command,
                                                                time.time(), hub))
+        subprotocol = "" if accepted.devconsole else accepted.subprotocol or ""
         request = environment.request_facts(environ, endpoint, config.reverselookup,
-                                            unique_id=unique_id,
-                                            subprotocol=accepted.subprotocol or "")
+                                            unique_id=unique_id, subprotocol=subprotocol)
         env = environment.build(request, config.passenv)
         if log.enabled("debug"):
             for key in sorted(env):
                 log.debug("env", f"{key}={env[key]}")
-        framer = framing.stdout_framer(config.binary, config.passstderr)
+        framer = framing.stdout_framer(config.binary, config.passstderr or accepted.devconsole)
+        partial_after = (DEVCONSOLE_PROMPT_AFTER if accepted.devconsole
+                         else config.partial_lines / 1000 or None)
         unused_env = [env]
         return (lambda: ProcessEndpoint(endpoint.argv, unused_env.pop(), config.closems,
-                                        framer=framer, log=log),
+                                        framer=framer, partial_after=partial_after, log=log),
                 lambda program: status.SessionRecord(unique_id, remote, command, program.pid,
                                                      time.time()))
 

@@ -32,7 +32,7 @@ import contextlib
 import dataclasses
 import threading
 
-from . import proctree, protocol
+from . import framing, hints, proctree, protocol
 from .launching import client_reason
 from .process import ExitWatch, StdinFeeder
 from .registry import Running
@@ -67,12 +67,14 @@ class Sessions:
         # with --passstderr every session reads its own stderr (lines go to its client)
         self.stderr = StderrFollowers(shared=not config.passstderr)
 
-    def run(self, client, command, start_program, slot, record, log):
+    def run(self, client, command, start_program, slot, record, log, devconsole=False):
         """Serve one upgraded connection to its end; see the module docstring.
 
         `start_program()` returns the program endpoint (OSError or ValueError
         when `command` cannot start); `slot` is the fork slot the upgrade
-        took; `record(program)` gives the session's status record.
+        took; `record(program)` gives the session's status record;
+        `devconsole`: the client is the dev console page (`handshake.DEVCONSOLE`),
+        which also gets stderr, the exit and the buffering hint.
         """
         log.access("session", "CONNECT")
         session = None
@@ -85,7 +87,7 @@ class Sessions:
                 return
             if program.pid is not None:
                 log = log.with_fields(pid=program.pid)
-            session = Session(client, program, self, log)
+            session = Session(client, program, self, log, devconsole)
             with self._listed(session, record(program)):
                 session.run()
         except RuntimeError as error:  # no thread could be started: out of threads or memory
@@ -123,10 +125,12 @@ class Sessions:
 class Session:
     """One running session: what the pumps, the watchdog and shutdown share."""
 
-    def __init__(self, client, program, sessions, log):
+    def __init__(self, client, program, sessions, log, devconsole=False):
         self.client = client
         self.program = program
         self.log = log
+        self.devconsole = devconsole
+        self._stderr_to_client = sessions.config.passstderr or devconsole
         self.waiting_for_program = False  # the reader waits for the program to read stdin
         self.exit_words = ""              # `exit status 3`, once the program is reaped
         self._config = sessions.config
@@ -146,7 +150,7 @@ class Session:
         if program.stderr_fd is not None:
             self._stderr = self._sessions.stderr.follow(
                 program.stderr_fd, self.log,
-                self.client if self._config.passstderr else None, on_error=self._fail)
+                self.client if self._stderr_to_client else None, on_error=self._fail)
         try:
             if not proctree.CAN_WATCH_HANGUP:  # Windows: see `StdinFeeder`
                 self._feeder = StdinFeeder(program,
@@ -190,6 +194,15 @@ class Session:
     def silent_since(self, moment):
         """True once, if the program started before `moment`, runs, and has printed nothing."""
         return self.program.silent_since(moment)
+
+    def tell_buffering(self):
+        """The program has printed nothing for a while: the hint in the log, and in the
+        dev console (sent from a thread of its own: the watchdog must not block)."""
+        hint = hints.buffering_hint(self.program.argv)
+        self.log.info("session", hint)
+        if self.devconsole:
+            threading.Thread(target=self.client.send_frames, args=(framing.event("hint", hint),),
+                             name="session-hint", daemon=True).start()
 
     def shutdown(self):
         """End the session as if the client had left, but with 1001 (server going away)."""
@@ -312,8 +325,11 @@ class Session:
 
     def _end_after_output(self):
         code, reason = self.program.close_frame()
-        if self._config.passstderr and self._stderr is not None:
+        if self._stderr_to_client and self._stderr is not None:
             self._stderr.wait()  # its last lines go out before the close frame
+        if self.devconsole:
+            exit_words = proctree.describe_exit(self.program.exit_status)
+            self.client.send_frames(framing.event("exit", exit_words))
         self.client.close(code, reason)
         # The client answers once it has read all we sent; one that reads slowly is waited
         # for while it reads (Linux), since cutting it off would lose what it has not read.

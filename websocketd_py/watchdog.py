@@ -1,13 +1,12 @@
 """One thread for all the sessions of an app: --pingms pings and timeouts, and the buffering hint.
 
 Every session is looked at every half interval: a program that has printed
-nothing `hint_after` seconds after it started gets the buffering hint in the
-log, once; with --pingms every client gets a ping each interval, and one
-that has left a ping unanswered by a pong for two intervals (or whose
-receive window stayed full that long) is closed with 1008. Data from the
-client does not count: a client that sends but never reads would otherwise
-hold its session for good. Sending never
-blocks this thread (`WebSocketEndpoint.ping`, `close_or_abort`): one client
+nothing `hint_after` seconds after it started gets the buffering hint
+(`Session.tell_buffering`), once; with --pingms every client gets a ping
+each interval, and one that has left a ping unanswered by a pong for two
+intervals (or whose receive window stayed full that long) is closed with
+1008. Data from the client does not count: a client that sends but never
+reads would otherwise hold its session for good. Sending never blocks this thread (`WebSocketEndpoint.ping`, `close_or_abort`): one client
 that does not read cannot delay the others' pings.
 """
 
@@ -15,12 +14,6 @@ import threading
 import time
 
 from . import protocol
-
-BUFFERING_HINT = (
-    "no output from the program yet: if it has printed something, it is probably waiting in "
-    "a buffer (stdout is a pipe, not a terminal). Flush after each line: Python print(..., "
-    "flush=True) or python -u, C fflush(stdout), Perl $| = 1, Ruby $stdout.sync = true, "
-    "or run it under stdbuf -oL")
 
 
 class Watchdog:
@@ -47,7 +40,7 @@ class Watchdog:
             sessions = self._running.snapshot()
             for session in sessions:
                 if session.silent_since(now - self._hint_after):
-                    session.log.info("session", BUFFERING_HINT)
+                    session.tell_buffering()
             if ping_interval and now >= next_ping:
                 next_ping = now + ping_interval
                 for session in sessions:

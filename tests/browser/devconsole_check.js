@@ -15,6 +15,12 @@
 //   --expect-close-reason=S   close reason expected after --quit-line (default: not checked)
 //   --binary                  server runs with --binary: echoes arrive as binary messages
 //   --no-xss                  skip the hostile-URL part
+//   --program-side            instead of the echo checks: the program at BASE_URL prompts
+//                             "What is your name? ", answers "Hello, NAME!", then fails with a
+//                             NameError on stderr (exit status 1); checks the prompt shows before
+//                             the answer, the stderr lines in red, the exit event and the close
+//   --expect-hint=TEXT        instead of the echo checks: the program prints nothing; a hint
+//                             entry containing TEXT must show, then the button disconnects
 //   --timeout=MS              limit for each wait (default 10000)
 //   --chromium=PATH           browser binary (default $CHROMIUM or /usr/bin/chromium)
 //
@@ -37,14 +43,14 @@ const LINES = ["hello", "wörld <b>&amp;</b> \"quoted\" 'single'"];
 function usage(msg) {
   process.stderr.write(`devconsole_check: ${msg}\nusage: node devconsole_check.js BASE_URL [--screenshot=PATH] ` +
     `[--xss-screenshot=PATH] [--quit-line=TEXT] [--expect-close-code=N] [--expect-close-reason=S] ` +
-    `[--binary] [--no-xss] [--timeout=MS] [--chromium=PATH]\n`);
+    `[--binary] [--no-xss] [--program-side] [--timeout=MS] [--chromium=PATH]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const flags = new Set(["binary", "no-xss"]);
+  const flags = new Set(["binary", "no-xss", "program-side"]);
   const valued = new Set(["screenshot", "xss-screenshot", "quit-line", "expect-close-code",
-    "expect-close-reason", "timeout", "chromium"]);
+    "expect-close-reason", "timeout", "chromium", "expect-hint"]);
   const opts = { timeout: 10000, chromium: process.env.CHROMIUM || "/usr/bin/chromium" };
   let base = null;
   for (let i = 0; i < argv.length; i++) {
@@ -220,12 +226,15 @@ async function main() {
     }
     return seen;
   }
+  // label: what the button says before it is clicked; null: the page connects by itself on load.
   async function openSession(expectedUrl, label) {
-    const before = await ui();
-    expect(before.state === "closed", `status is ${before.state} before connecting`);
-    expect(before.connect === label, `connect button says ${JSON.stringify(before.connect)}, wanted ${JSON.stringify(label)}`);
-    const start = await entryCount();
-    await page.click("#connect");
+    const start = label === null ? 0 : await entryCount();
+    if (label !== null) {
+      const before = await ui();
+      expect(before.state === "closed", `status is ${before.state} before connecting`);
+      expect(before.connect === label, `connect button says ${JSON.stringify(before.connect)}, wanted ${JSON.stringify(label)}`);
+      await page.click("#connect");
+    }
     const e = await waitEntry(start, "open", null);
     await waitState("open");
     expect(e.text === `connected to ${expectedUrl}`, `open entry says ${JSON.stringify(e.text)}`);
@@ -244,6 +253,45 @@ async function main() {
     return e.text;
   }
 
+  // The program's side (--program-side): prompt, answer, stderr in red, exit event, close.
+  async function programSide() {
+    let prompt, sent;
+    await check("prompt-before-answer", async () => {
+      prompt = await waitEntry(0, "prompt", "What is your name? ");
+      const sentBefore = await page.evaluate(() => document.querySelectorAll("#log .entry.sent").length);
+      expect(sentBefore === 0, "something was sent before the prompt showed");
+      await sendLine("Ada", "enter");
+      sent = await waitEntry(prompt.index + 1, "sent", "Ada");
+      const answer = await waitEntry(sent.index + 1, "received", "Hello, Ada!");
+      return { prompt: prompt.index, sent: sent.index, answer: answer.index };
+    });
+    await check("stderr-in-red", async () => {
+      const e = await waitEntry(sent.index + 1, "stderr", "NameError: name 'txt' is not defined");
+      const look = await page.evaluate((i) => {
+        const row = document.getElementById("log").children[i];
+        return { label: row.querySelector(".kind").textContent,
+          color: getComputedStyle(row.querySelector(".data")).color };
+      }, e.index);
+      expect(look.color === "rgb(220, 38, 38)", `stderr text color is ${look.color}`);
+      expect(look.label === "stderr", `stderr label is ${JSON.stringify(look.label)}`);
+      return look;
+    });
+    await check("exit-event", async () => {
+      const e = await waitEntry(sent.index + 1, "exit", "exit status 1");
+      const c = await waitEntry(e.index + 1, "close", null);
+      await waitState("closed");
+      expect(c.code === "1011" && c.reason === "exit status 1", `close entry says ${JSON.stringify(c.text)}`);
+      const u = await ui();
+      expect(u.connect === "Reconnect", `after the exit the button says ${JSON.stringify(u.connect)}`);
+      return { exit: e.text, close: c.text };
+    });
+    await check("no-page-errors", async () => {
+      expect(result.pageErrors.length === 0, `page errors: ${JSON.stringify(result.pageErrors)}`);
+      expect(result.consoleErrors.length === 0, `console errors: ${JSON.stringify(result.consoleErrors)}`);
+    });
+    if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
+  }
+
   try {
     // --- normal page ------------------------------------------------------------------------
     let expectedWs;
@@ -259,87 +307,96 @@ async function main() {
       expectedWs = wsUrlOf(page.url());
       const u = await ui();
       expect(u.url === expectedWs, `#url is ${JSON.stringify(u.url)}, expected ${JSON.stringify(expectedWs)}`);
-      expect(u.state === "closed" && u.connect === "Connect", `initial UI ${JSON.stringify(u)}`);
       return u.url;
     });
-    await check("connect", () => openSession(expectedWs, "Connect"));
-    await check("echo", () => echoLines(LINES));
-    await check("history", async () => {
-      const seq = [];
-      await page.fill("#input", "draft");
-      for (const key of ["ArrowUp", "ArrowUp", "ArrowUp", "ArrowDown", "ArrowDown"]) {
-        await page.press("#input", key);
-        seq.push(await page.inputValue("#input"));
-      }
-      const want = [LINES[1], LINES[0], LINES[0], LINES[1], "draft"];
-      expect(JSON.stringify(seq) === JSON.stringify(want), `history gave ${JSON.stringify(seq)}`);
-      await page.fill("#input", "");
-      return seq;
-    });
-    await check("disconnect", closeByButton);
-    await check("reconnect", async () => {
-      await openSession(expectedWs, "Reconnect");
-      return echoLines(["again"]);
-    });
-    if (opts["quit-line"] !== undefined) {
-      await check("close-on-exit", async () => {
-        const start = await entryCount();
-        await sendLine(opts["quit-line"], "enter");
-        const e = await waitEntry(start, "close", null);
-        await waitState("closed");
-        expect(/^code \d+/.test(e.text), `close entry says ${JSON.stringify(e.text)}`);
-        const want = opts["expect-close-code"];
-        expect(want === undefined || e.code === want, `close code ${e.code}, expected ${want}`);
-        const reason = opts["expect-close-reason"];
-        expect(reason === undefined || e.reason === reason, `close reason ${JSON.stringify(e.reason)}, expected ${JSON.stringify(reason)}`);
+    await check("connects-by-itself", () => openSession(expectedWs, null));
+    if (opts["program-side"]) {
+      await programSide();
+    } else if (opts["expect-hint"] !== undefined) {
+      await check("hint", async () => {
+        const e = await waitEntry(0, "hint", opts["expect-hint"], "contains");
+        await closeByButton();
         return e.text;
       });
     } else {
-      await check("disconnect-again", closeByButton);
-    }
-    await check("no-page-errors", async () => {
-      expect(result.pageErrors.length === 0, `page errors: ${JSON.stringify(result.pageErrors)}`);
-      expect(result.consoleErrors.length === 0, `console errors: ${JSON.stringify(result.consoleErrors)}`);
-      expect(result.extraRequests.length === 0, `page fetched more than itself: ${JSON.stringify(result.extraRequests)}`);
-    });
-    if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
-    await check("clear", async () => {
-      await page.click("#clear");
-      await page.waitForFunction(() => document.querySelectorAll("#log .entry").length === 0, null, { timeout: opts.timeout });
-    });
-
-    // --- hostile URL ------------------------------------------------------------------------
-    if (!opts["no-xss"]) {
-      const hostile = hostileUrl(base);
-      result.hostile = hostile;
-      let hostileWs;
-      await check("xss-load", async () => {
-        const resp = await page.goto(hostile, { waitUntil: "load" });
-        expect(resp && resp.status() === 200, `HTTP status ${resp && resp.status()}`);
-        hostileWs = wsUrlOf(page.url());
-        const u = await ui();
-        expect(u.url === hostileWs, `#url is ${JSON.stringify(u.url)}, expected ${JSON.stringify(hostileWs)}`);
-        const x = await xssState();
-        expect(x.xss === null && result.dialogs.length === 0, `script ran: __xss=${x.xss} dialogs=${JSON.stringify(result.dialogs)}`);
-        expect(x.images === 0 && x.scripts === 1 && x.elements === 0, `markup was injected: ${JSON.stringify(x)}`);
-        return { requested: page.url(), url: u.url };
+      await check("echo", () => echoLines(LINES));
+      await check("history", async () => {
+        const seq = [];
+        await page.fill("#input", "draft");
+        for (const key of ["ArrowUp", "ArrowUp", "ArrowUp", "ArrowDown", "ArrowDown"]) {
+          await page.press("#input", key);
+          seq.push(await page.inputValue("#input"));
+        }
+        const want = [LINES[1], LINES[0], LINES[0], LINES[1], "draft"];
+        expect(JSON.stringify(seq) === JSON.stringify(want), `history gave ${JSON.stringify(seq)}`);
+        await page.fill("#input", "");
+        return seq;
       });
-      await check("xss-session", async () => {
-        const opened = await openSession(hostileWs, "Connect");
-        const echoed = await echoLines([HOSTILE_MESSAGE]);
-        const x = await xssState();
-        expect(x.xss === null && result.dialogs.length === 0, `script ran: __xss=${x.xss} dialogs=${JSON.stringify(result.dialogs)}`);
-        expect(x.images === 0 && x.scripts === 1 && x.elements === 0, `markup was injected: ${JSON.stringify(x)}`);
-        expect(x.title === "websocketd-py dev console", `title changed to ${JSON.stringify(x.title)}`);
-        if (opts["xss-screenshot"]) await page.screenshot({ path: opts["xss-screenshot"] });
-        await closeByButton();
-        return { opened, echoed };
+      await check("disconnect", closeByButton);
+      await check("reconnect", async () => {
+        await openSession(expectedWs, "Reconnect");
+        return echoLines(["again"]);
       });
-      await check("xss-no-page-errors", async () => {
+      if (opts["quit-line"] !== undefined) {
+        await check("close-on-exit", async () => {
+          const start = await entryCount();
+          await sendLine(opts["quit-line"], "enter");
+          const e = await waitEntry(start, "close", null);
+          await waitState("closed");
+          expect(/^code \d+/.test(e.text), `close entry says ${JSON.stringify(e.text)}`);
+          const want = opts["expect-close-code"];
+          expect(want === undefined || e.code === want, `close code ${e.code}, expected ${want}`);
+          const reason = opts["expect-close-reason"];
+          expect(reason === undefined || e.reason === reason, `close reason ${JSON.stringify(e.reason)}, expected ${JSON.stringify(reason)}`);
+          return e.text;
+        });
+      } else {
+        await check("disconnect-again", closeByButton);
+      }
+      await check("no-page-errors", async () => {
         expect(result.pageErrors.length === 0, `page errors: ${JSON.stringify(result.pageErrors)}`);
         expect(result.consoleErrors.length === 0, `console errors: ${JSON.stringify(result.consoleErrors)}`);
         expect(result.extraRequests.length === 0, `page fetched more than itself: ${JSON.stringify(result.extraRequests)}`);
       });
+      if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
+      await check("clear", async () => {
+        await page.click("#clear");
+        await page.waitForFunction(() => document.querySelectorAll("#log .entry").length === 0, null, { timeout: opts.timeout });
+      });
+
+      // --- hostile URL ------------------------------------------------------------------------
+      if (!opts["no-xss"]) {
+        const hostile = hostileUrl(base);
+        result.hostile = hostile;
+        let hostileWs;
+        await check("xss-load", async () => {
+          const resp = await page.goto(hostile, { waitUntil: "load" });
+          expect(resp && resp.status() === 200, `HTTP status ${resp && resp.status()}`);
+          hostileWs = wsUrlOf(page.url());
+          const u = await ui();
+          expect(u.url === hostileWs, `#url is ${JSON.stringify(u.url)}, expected ${JSON.stringify(hostileWs)}`);
+          const x = await xssState();
+          expect(x.xss === null && result.dialogs.length === 0, `script ran: __xss=${x.xss} dialogs=${JSON.stringify(result.dialogs)}`);
+          expect(x.images === 0 && x.scripts === 1 && x.elements === 0, `markup was injected: ${JSON.stringify(x)}`);
+          return { requested: page.url(), url: u.url };
+        });
+        await check("xss-session", async () => {
+          const opened = await openSession(hostileWs, null);
+          const echoed = await echoLines([HOSTILE_MESSAGE]);
+          const x = await xssState();
+          expect(x.xss === null && result.dialogs.length === 0, `script ran: __xss=${x.xss} dialogs=${JSON.stringify(result.dialogs)}`);
+          expect(x.images === 0 && x.scripts === 1 && x.elements === 0, `markup was injected: ${JSON.stringify(x)}`);
+          expect(x.title === "websocketd-py dev console", `title changed to ${JSON.stringify(x.title)}`);
+          if (opts["xss-screenshot"]) await page.screenshot({ path: opts["xss-screenshot"] });
+          await closeByButton();
+          return { opened, echoed };
+        });
+        await check("xss-no-page-errors", async () => {
+          expect(result.pageErrors.length === 0, `page errors: ${JSON.stringify(result.pageErrors)}`);
+          expect(result.consoleErrors.length === 0, `console errors: ${JSON.stringify(result.consoleErrors)}`);
+          expect(result.extraRequests.length === 0, `page fetched more than itself: ${JSON.stringify(result.extraRequests)}`);
+        });
+      }
     }
     result.ok = true;
   } catch (e) {
