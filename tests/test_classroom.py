@@ -1,11 +1,14 @@
 """A class on one server: 20 students, each with a working, a buggy and a prompting program.
 
 One --dir server with --devconsole and --logformat=short; 60 real clients at
-once. Each student's page lists their three programs, none marked; each
-client gets what its program printed; the teacher's log has one line per
-event, every session's events under its own tag, and each error exactly once.
+once, each speaking the dev console page's subprotocol as a student's page
+does. Each student's page lists their three programs, none marked; each
+dev console gets what its program printed, its traceback (stderr) and its
+prompt before the answer; the teacher's log has one line per event, every
+session's events under its own tag, and each error exactly once.
 """
 
+import json
 import re
 import threading
 
@@ -39,9 +42,14 @@ def test_twenty_students_at_once(server, tmp_path):
     results = {}
 
     def student_runs(student, name):
-        with connect(srv.url(f"/{student}/{name}"), open_timeout=30) as ws:
+        with connect(srv.url(f"/{student}/{name}"), open_timeout=30,
+                     subprotocols=["websocketd-py.devconsole"]) as ws:
+            seen = []
+            if name == "ask.py":  # the student answers once the question shows
+                seen.append(json.loads(ws.recv(timeout=30)))
             ws.send("Ada")
-            results[student, name] = receive_all(ws, timeout=30)
+            messages, code, reason = receive_all(ws, timeout=30)
+            results[student, name] = (seen + [json.loads(m) for m in messages], code, reason)
 
     clients = [threading.Thread(target=student_runs, args=(student, name))
                for student in STUDENTS for name in PROGRAMS]
@@ -50,10 +58,19 @@ def test_twenty_students_at_once(server, tmp_path):
     for client in clients:
         client.join(60)
     assert len(results) == 60
+    exit_0 = {"event": "exit", "data": "exit status 0"}
     for student in STUDENTS:
-        assert results[student, "hello.py"] == (["hello Ada"], 1000, "")
-        assert results[student, "ask.py"] == (["Your name? Hello Ada"], 1000, "")
-        assert results[student, "buggy.py"] == ([], 1011, "exit status 1")
+        assert results[student, "hello.py"] == (
+            [{"stream": "stdout", "data": "hello Ada"}, exit_0], 1000, "")
+        assert results[student, "ask.py"] == ([{"stream": "prompt", "data": "Your name? "},
+                                               {"stream": "stdout", "data": "Hello Ada"},
+                                               exit_0], 1000, "")
+        messages, code, reason = results[student, "buggy.py"]
+        assert (code, reason, messages[-1]) == (1011, "exit status 1",
+                                                {"event": "exit", "data": "exit status 1"})
+        stderr = [m["data"] for m in messages[:-1] if m["stream"] == "stderr"]
+        assert len(stderr) == len(messages) - 1 and stderr[0].startswith("Traceback")
+        assert stderr[-1] == "NameError: name 'txt' is not defined. Did you mean: 'text'?"
     srv.wait_log(r"  disconnected", count=60)
 
     sessions = {}

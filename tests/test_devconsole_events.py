@@ -10,11 +10,9 @@ import sys
 
 import pytest
 
-from websocketd_py import handshake, hints
-from websocketd_py.config import Config
+from websocketd_py import hints
 
 from helpers import raw_handshake, raw_upgrade
-from test_handshake import request
 
 DEVCONSOLE = b"Sec-WebSocket-Protocol: websocketd-py.devconsole\r\n"
 #: A prompt that waits 0.5 s for its newline, a stderr line, a stdout line that is JSON, exit 3.
@@ -130,17 +128,7 @@ def test_the_buffering_hint_reaches_the_devconsole_and_names_the_shell_fixes(ser
     srv.wait_log(r"\| INFO   \| session .*no output from the program yet")
 
 
-# -- pure parts: the handshake's choice, the hint's kind -------------------------------------
-
-def test_the_devconsole_subprotocol_is_chosen_only_with_devconsole():
-    offer = request(HTTP_SEC_WEBSOCKET_PROTOCOL="websocketd-py.devconsole")
-    assert handshake.accept(offer, Config()).subprotocol is None
-    accepted = handshake.accept(offer, Config(devconsole=True, subprotocols=("chat",)))
-    assert (accepted.subprotocol, accepted.devconsole) == ("websocketd-py.devconsole", True)
-    plain = handshake.accept(request(HTTP_SEC_WEBSOCKET_PROTOCOL="chat"),
-                             Config(devconsole=True, subprotocols=("chat",)))
-    assert (plain.subprotocol, plain.devconsole) == ("chat", False)
-
+# -- pure part: the hint's kind ------------------------------------------------------------
 
 @pytest.mark.parametrize("first_line, kind, fix", [
     ("#!/usr/bin/env python3\n", "python", "flush=True"),

@@ -106,3 +106,13 @@ def test_an_origin_that_cannot_be_parsed_is_refused_with_403(origin):
         with pytest.raises(Refused) as refusal:
             accept(request(HTTP_ORIGIN=origin), config)
         assert refusal.value.status == 403
+
+
+def test_the_devconsole_subprotocol_is_chosen_only_with_devconsole():
+    offer = request(HTTP_SEC_WEBSOCKET_PROTOCOL="websocketd-py.devconsole")
+    assert accept(offer, Config()).subprotocol is None
+    accepted = accept(offer, Config(devconsole=True, subprotocols=("chat",)))
+    assert (accepted.subprotocol, accepted.devconsole) == ("websocketd-py.devconsole", True)
+    plain = accept(request(HTTP_SEC_WEBSOCKET_PROTOCOL="chat"),
+                             Config(devconsole=True, subprotocols=("chat",)))
+    assert (plain.subprotocol, plain.devconsole) == ("chat", False)
