@@ -341,11 +341,13 @@ def raw_handshake(port, path="/", extra=""):
 
 
 class RawReply:
-    """What a hand-written upgrade got: status, head, body or messages, close code."""
+    """What a hand-written upgrade got: status, head, body or messages, close code and reason."""
 
-    def __init__(self, status, head, body=b"", messages=(), close_code=None, client_port=None):
+    def __init__(self, status, head, body=b"", messages=(), close_code=None, close_reason="",
+                 client_port=None):
         self.status, self.head, self.body = status, head, body
         self.messages, self.close_code, self.client_port = list(messages), close_code, client_port
+        self.close_reason = close_reason
 
     def env(self):
         assert self.status == 101, (self.head, self.body)
@@ -382,10 +384,11 @@ def raw_upgrade(port, target="/", headers=b"", host=None):
                 messages.append(payload.decode("utf-8"))
             elif opcode == 0x8:
                 code = int.from_bytes(payload[:2], "big") if payload else None
+                reason = payload[2:].decode("utf-8")
                 sock.sendall(b"\x88\x82\x00\x00\x00\x00" + payload[:2])
                 break
         return RawReply(status, head, messages=messages, close_code=code,
-                        client_port=client_port)
+                        close_reason=reason, client_port=client_port)
 
 
 class _Reader:

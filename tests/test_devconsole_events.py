@@ -80,6 +80,18 @@ def test_a_killed_program_is_an_exit_event_with_its_signal(server):
     assert messages == [{"event": "exit", "data": "killed by signal 9"}]
 
 
+def test_the_exit_event_says_what_the_close_reason_says(server, tmp_path):
+    """A script saved with Windows line endings: env exits 127, and both say why."""
+    crlf = tmp_path / "crlf.py"
+    crlf.write_bytes(b"#!/usr/bin/env python3\r\nprint('hi')\r\n")
+    crlf.chmod(0o755)
+    srv = server("--devconsole", f"--dir={tmp_path}")
+    reply = raw_upgrade(srv.port, "/crlf.py", headers=DEVCONSOLE)
+    exit_event = json.loads(reply.messages[-1])
+    assert exit_event == {"event": "exit", "data": reply.close_reason}
+    assert "Windows line endings" in reply.close_reason
+
+
 def test_partial_lines_send_a_waiting_line_to_plain_clients_when_asked(server):
     srv = server("--partial-lines=100", *PROMPTING)
     head, data = session_bytes(srv.port)

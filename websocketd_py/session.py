@@ -328,7 +328,7 @@ class Session:
         if self._stderr_to_client and self._stderr is not None:
             self._stderr.wait()  # its last lines go out before the close frame
         if self.devconsole:
-            exit_words = proctree.describe_exit(self.program.exit_status)
+            exit_words = self.program.describe_exit(self.program.exit_status)
             self.client.send_frames(framing.event("exit", exit_words))
         self.client.close(code, reason)
         # The client answers once it has read all we sent; one that reads slowly is waited
