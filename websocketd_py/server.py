@@ -13,6 +13,7 @@ sits in the listener's `WaitingRoom`.
 """
 
 import collections
+import ipaddress
 import re
 import selectors
 import socket
@@ -299,9 +300,14 @@ def _target_problem(target):
     if not (target.startswith("/") or _ABSOLUTE_FORM.match(target)):
         return "the request target is neither a path nor an absolute URL"
     try:
-        urlsplit(target)
+        authority = urlsplit(target).netloc.rpartition("@")[2]
     except ValueError as error:
         return f"malformed request target ({error})"
+    if authority.startswith("["):  # Python before 3.11.4 does not check the literal itself
+        try:
+            ipaddress.IPv6Address(authority[1:].partition("]")[0].partition("%")[0])
+        except ValueError:
+            return "malformed request target (not an IPv6 address in brackets)"
     return None
 
 
