@@ -37,6 +37,9 @@ from .websocket import TAKEN_OVER_ENDS_CONNECTION
 HEAD_TIMEOUT = 10
 #: Most bytes the request line and headers may take in all (websocketd: Go's 1 MiB); more: 431.
 HEAD_BYTES = 1024 * 1024
+#: How far past the deadline a read of the head may wait: the socket's timeout is set again
+#: only when the time left has shrunk by more than this (setting it costs two system calls).
+HEAD_SLACK = 0.05
 #: Seconds a request body (a CGI POST) may pause between reads, and a response between writes.
 BODY_TIMEOUT = 30
 #: Most connections a waiting room watches with select() (Windows: 512 sockets per call);
@@ -215,6 +218,7 @@ class RequestFile:
         self._sock = sock
         self._timeout = sock.gettimeout()  # the socket's own, again after the head
         self._head_deadline = head_deadline
+        self._waits_at_most = None  # the socket timeout set for the head, as last set
         self._head_bytes = 0
         self.response_sent = False
         self._drained = 0
@@ -228,7 +232,9 @@ class RequestFile:
             remaining = self._head_deadline - time.monotonic()
             if remaining <= 0:
                 raise socket.timeout("the request line and headers took too long")
-            self._sock.settimeout(remaining)
+            if self._waits_at_most is None or self._waits_at_most - remaining > HEAD_SLACK:
+                self._sock.settimeout(remaining)  # two system calls: not for every line
+                self._waits_at_most = remaining
             buffered = self._stream.peek(1)
             if not buffered:
                 break  # end of stream
